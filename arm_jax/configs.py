@@ -1,0 +1,163 @@
+"""Every default in one place: per-dataset split options and per-model hyperparameters.
+
+The paper's datasets use the published choices (Liang et al. 2018 for the splits;
+Shivaswamy & Garcia-Garcia 2022 and the authors' code for the models). Scan this file to
+see what a run will do before any flag overrides it.
+
+C is the EASE regulariser in the paper authors' scaling: `P = (XᵀDX/m + C·I)⁻¹`, with m the
+number of training users. Steck's λ (the `--l2` spelling) equals `C·m`.
+"""
+
+import dataclasses
+
+from arm_jax.errors import ConfigError
+
+
+# ----------------------------------------------------------------------------- data
+@dataclasses.dataclass(frozen=True)
+class SplitOptions:
+    """Options of the Liang et al. strong-generalization split.
+
+    Attributes:
+      rating_threshold: keep rows with rating > threshold; None keeps every row.
+      min_uc: drop users with fewer than this many rows (after item filtering).
+      min_sc: if > 0, first drop items with fewer than this many rows.
+      n_heldout_users: h, the number of validation users and of test users; None means
+        10% of the users that survive filtering.
+    """
+
+    rating_threshold: float | None = None
+    min_uc: int = 5
+    min_sc: int = 0
+    n_heldout_users: int | None = None
+
+
+SPLIT_DEFAULTS: dict[str, SplitOptions] = {
+    "ml-20m": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=10_000),
+    "netflix": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=40_000),
+    "msd": SplitOptions(rating_threshold=None, min_uc=20, min_sc=200, n_heldout_users=50_000),
+    "ml-1m": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=600),
+    "ml-100k": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=100),
+    "ml-latest-small": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=60),
+    "interactions": SplitOptions(rating_threshold=None, min_uc=5, min_sc=0, n_heldout_users=None),
+    "lines": SplitOptions(rating_threshold=None, min_uc=5, min_sc=0, n_heldout_users=None),
+    "parquet_split": SplitOptions(),  # already split by the paper's authors
+    "synthetic": SplitOptions(rating_threshold=None, min_uc=5, min_sc=0, n_heldout_users=None),
+}
+
+
+def split_options(dataset: str, **overrides) -> SplitOptions:
+    """The split defaults of `dataset` with non-None `overrides` applied."""
+    if dataset not in SPLIT_DEFAULTS:
+        raise ConfigError(
+            f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(SPLIT_DEFAULTS))}"
+        )
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(SPLIT_DEFAULTS[dataset], **given)
+
+
+# ---------------------------------------------------------------------------- models
+MODELS = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn")
+ADVERSARIAL_MODELS = ("arm", "rlarm", "rlarm_nn")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of one model on one dataset.
+
+    Attributes:
+      C: learner L2 weight, authors' scaling (Steck's λ = C·m).
+      beta: EASE-IPW exponent; user weight θ_u^-β, θ_u = #training items of u.
+      B: adversary L2 weight.
+      learning_rate: Adam step size of both learner and adversary.
+      hidden_dim: d, width of the R-LARM(NN) adversary's tanh layer.
+      batch_size: users per mini-batch.
+      max_epochs, patience: stop after `patience` epochs without a better validation
+        NDCG@100, or after `max_epochs`.
+      warmup_epochs: K, epochs of learner-only steps before the adversary moves.
+      adam_eps: Adam's ε (1e-7 as in the authors' TensorFlow code).
+      warm_start: start W from the EASE closed form instead of Glorot-normal.
+      product: how `x_u W` is computed: "auto", "dense" or "sparse".
+    """
+
+    C: float = 0.005
+    beta: float = 0.0
+    B: float = 1000.0
+    learning_rate: float = 5e-5
+    hidden_dim: int = 5
+    batch_size: int = 1024
+    max_epochs: int = 100
+    patience: int = 5
+    warmup_epochs: int = 1
+    adam_eps: float = 1e-7
+    warm_start: bool = False
+    product: str = "auto"
+
+
+# The paper's published choices (Table 2 runs; issues #3 and #4). ARM shares R-LARM's.
+_PAPER = {
+    "ml-20m": {
+        "ease": dict(C=0.005),
+        "ease_ipw": dict(C=0.002, beta=0.6),
+        "arm": dict(C=0.005, B=2000.0, learning_rate=5e-5),
+        "rlarm": dict(C=0.005, B=2000.0, learning_rate=5e-5),
+        "rlarm_nn": dict(C=0.005, B=500.0, learning_rate=5e-5, hidden_dim=5),
+    },
+    "netflix": {
+        "ease": dict(C=0.002),
+        "ease_ipw": dict(C=0.0005, beta=0.8),
+        "arm": dict(C=0.002, B=8000.0, learning_rate=2e-5),
+        "rlarm": dict(C=0.002, B=8000.0, learning_rate=2e-5),
+        "rlarm_nn": dict(C=0.002, B=1000.0, learning_rate=1e-5, hidden_dim=6),
+    },
+    "msd": {
+        "ease": dict(C=0.0002),
+        "ease_ipw": dict(C=0.0002, beta=0.4),
+        "arm": dict(C=0.0002, B=500.0, learning_rate=1e-4, batch_size=8192),
+        "rlarm": dict(C=0.0002, B=500.0, learning_rate=1e-4, batch_size=8192),
+        "rlarm_nn": dict(C=0.0005, B=500.0, learning_rate=1e-4, hidden_dim=9, batch_size=8192),
+    },
+}
+# Smaller datasets: chosen on validation NDCG@100 (see README, "Defaults for small data").
+_SMALL: dict[str, dict[str, dict]] = {}
+
+MODEL_DEFAULTS: dict[str, dict[str, dict]] = {**_PAPER, **_SMALL}
+
+
+def model_config(dataset: str, model: str, **overrides) -> ModelConfig:
+    """The defaults of `model` on `dataset`, with non-None `overrides` applied.
+
+    Datasets without their own entry (custom interactions, line files) start from the
+    ML-20M values: a starting point to tune with `launch/sweep.py`.
+    """
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    table = MODEL_DEFAULTS.get(dataset, MODEL_DEFAULTS["ml-20m"])
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(ModelConfig)}
+    if unknown:
+        raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
+    config = dataclasses.replace(ModelConfig(), **table.get(model, {}), **given)
+    validate_model_config(config, model)
+    return config
+
+
+def validate_model_config(config: ModelConfig, model: str) -> None:
+    """Raises ConfigError naming the flag when a hyperparameter is out of range."""
+    if config.C <= 0:
+        raise ConfigError(f"--C must be > 0, got {config.C}")
+    if config.beta < 0:
+        raise ConfigError(f"--beta must be >= 0, got {config.beta}")
+    if model in ADVERSARIAL_MODELS:
+        if config.B <= 0:
+            raise ConfigError(f"--B must be > 0, got {config.B}")
+        if config.learning_rate <= 0:
+            raise ConfigError(f"--learning_rate must be > 0, got {config.learning_rate}")
+        if config.hidden_dim < 1:
+            raise ConfigError(f"--hidden_dim (d) must be >= 1, got {config.hidden_dim}")
+        if config.batch_size < 1:
+            raise ConfigError(f"--batch_size must be >= 1, got {config.batch_size}")
+        if config.max_epochs < 1 or config.patience < 1 or config.warmup_epochs < 0:
+            raise ConfigError("--max_epochs and --patience must be >= 1, --warmup_epochs >= 0")
+        if config.product not in ("auto", "dense", "sparse"):
+            raise ConfigError(f"--product must be auto, dense or sparse, got {config.product!r}")
