@@ -2,7 +2,8 @@
 
 Everything here is recomputed from the files a training run leaves in its workdir
 (`config.json`, `per_user_<split>.npz`, `adversary_scores.npz`), so no model is
-retrained. Loading checks the files; the statistics are pure functions of arrays.
+retrained. `arm_jax.report` loads and checks the files and writes the report; the
+statistics here are pure functions of arrays.
 
 Definitions used throughout:
   * mean ± standard error: float64 mean and `std(ddof=1) / sqrt(n)` (NaN for n < 2).

@@ -16,7 +16,6 @@ import pandas as pd
 from arm_jax import plots
 from arm_jax.analysis import (
     METRICS,
-    MODEL_LABELS,
     MODEL_ORDER,
     PERCENTS,
     adversary_auc_table,
@@ -179,3 +178,209 @@ def align_runs(runs: list[ModelRun]) -> dict[str, ModelRun]:
     return aligned
 
 
+# ----------------------------------------------------------------------------- analysis
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """Every table of one dataset's analysis.
+
+    Attributes:
+      dataset, split: what was evaluated.
+      workdirs: {model: workdir}.
+      settings: {model: hyperparameters}.
+      table2: `overall_table` (Table 2).
+      loss_by_fold_in: `loss_by_fold_in` of EASE (Figure 1).
+      worst_users: `worst_users_improvement` (Figure 2).
+      groups: `group_table`, None without planted groups.
+      adversary_auc: `adversary_auc_table`, None without scored planted groups.
+      alpha: the significance level of Figure 2.
+    """
+
+    dataset: str
+    split: str
+    workdirs: dict
+    settings: dict
+    table2: pd.DataFrame
+    loss_by_fold_in: pd.DataFrame
+    worst_users: pd.DataFrame
+    groups: pd.DataFrame | None
+    adversary_auc: pd.DataFrame | None
+    alpha: float
+
+
+def analyze(
+    runs: dict[str, ModelRun],
+    *,
+    split: str = "test",
+    n_buckets: int = 10,
+    percents: tuple[int, ...] = PERCENTS,
+    alpha: float = 0.05,
+) -> Analysis:
+    """Computes Table 2, Figures 1–2 and the planted-group tables of aligned runs.
+
+    Args:
+      runs: `align_runs` output; must contain "ease" (Figures 1–2 are relative to it).
+      split: the split the per-user arrays come from (recorded only).
+      n_buckets: Figure 1 buckets.
+      percents: Figure 2 q values.
+      alpha: Figure 2 significance level.
+    """
+    if "ease" not in runs:
+        raise ArmJaxError(
+            "Figures 1-2 need the EASE workdir (model 'ease'); got only "
+            + (", ".join(runs) or "nothing")
+        )
+    per_user = {m: r.per_user for m, r in runs.items()}
+    groups = group_table(per_user)
+    auc = adversary_auc_table({m: r.adversary for m, r in runs.items() if r.adversary})
+    return Analysis(
+        dataset=runs["ease"].dataset,
+        split=split,
+        workdirs={m: r.workdir for m, r in runs.items()},
+        settings={m: r.hyperparameters for m, r in runs.items()},
+        table2=overall_table(per_user),
+        loss_by_fold_in=loss_by_fold_in(per_user["ease"], n_buckets=n_buckets),
+        worst_users=worst_users_improvement(
+            {m: a["ndcg@100"] for m, a in per_user.items()}, percents=percents, alpha=alpha
+        ),
+        groups=groups if len(groups) else None,
+        adversary_auc=auc if len(auc) else None,
+        alpha=alpha,
+    )
+
+
+def analyze_workdirs(paths: list[str], *, split: str = "test", **options) -> Analysis:
+    """`analyze` of the workdirs found under `paths` (see `find_workdirs`)."""
+    runs = [load_run(w, split=split) for w in find_workdirs(paths)]
+    return analyze(align_runs(runs), split=split, **options)
+
+
+# ------------------------------------------------------------------------------ writing
+def _fmt(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else ""
+    if isinstance(value, (float, np.floating)):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(table: pd.DataFrame, *, pm: tuple[str, ...] = ()) -> str:
+    """A GitHub Markdown table; columns in `pm` are shown as `mean ± <col>_se`."""
+    columns = [c for c in table.columns if not (c.endswith("_se") and c[:-3] in pm)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in table.iterrows():
+        cells = []
+        for c in columns:
+            if c in pm:
+                mean, se = row[c], row[f"{c}_se"]
+                cells.append(f"{mean:.4f} ± {se:.4f}" if not math.isnan(se) else f"{mean:.4f}")
+            else:
+                cells.append(_fmt(row[c]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _records(table: pd.DataFrame | None) -> list[dict] | None:
+    if table is None:
+        return None
+    records = table.to_dict(orient="records")
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in records
+    ]
+
+
+def summary(analysis: Analysis) -> dict:
+    """Everything in `analysis` as a JSON-ready dict (NaN becomes None)."""
+    return {
+        "dataset": analysis.dataset,
+        "split": analysis.split,
+        "models": list(analysis.workdirs),
+        "workdirs": analysis.workdirs,
+        "hyperparameters": analysis.settings,
+        "alpha": analysis.alpha,
+        "definitions": {
+            "se": "std(ddof=1)/sqrt(n)",
+            "fold_in_buckets": "equal-size buckets of users sorted (stable) by n_fold_in",
+            "bottom_percent": "users with EASE NDCG@100 <= t, t = k-th smallest, "
+            "k = ceil(q*n/100) (inverted_cdf quantile)",
+            "improvement_pct": "100*(mean_model - mean_EASE)/mean_EASE on the same users",
+            "p_values": "two-sided scipy.stats.ttest_rel of per-user NDCG@100",
+            "auc": "Mann-Whitney U / (n_minority*n_majority), score vs group != 0",
+        },
+        "table2": _records(analysis.table2),
+        "loss_by_fold_in": _records(analysis.loss_by_fold_in),
+        "worst_users": _records(analysis.worst_users),
+        "groups": _records(analysis.groups),
+        "adversary_auc": _records(analysis.adversary_auc),
+    }
+
+
+def _title(analysis: Analysis, models: list[str]) -> str:
+    n = int(analysis.table2["n_users"].iloc[0])
+    settings = "; ".join(plots.settings_label(m, analysis.settings[m]) for m in models)
+    return f"{analysis.dataset}: {n} {analysis.split} users\n{settings}"
+
+
+def summary_markdown(analysis: Analysis) -> str:
+    """A short Markdown summary: Table 2, Figure 2 at the extreme q, the AUCs."""
+    text = f"# {analysis.dataset} ({analysis.split} users)\n\n## Table 2\n\n"
+    text += markdown_table(analysis.table2.drop(columns=["model"]), pm=METRICS)
+    wu = analysis.worst_users
+    if len(wu):
+        q = [min(wu["percent"]), max(wu["percent"])]
+        cols = ["percent", "label", "n_users", "improvement_pct", "p_vs_ease", "p_vs_ease_ipw"]
+        text += "\n## NDCG@100 improvement over EASE on EASE's bottom q% users\n\n"
+        text += markdown_table(wu[wu["percent"].isin(q)][cols])
+    if analysis.groups is not None:
+        text += "\n## NDCG@100 per planted group (0 = majority)\n\n"
+        text += markdown_table(analysis.groups.drop(columns=["model"]), pm=("ndcg@100",))
+    if analysis.adversary_auc is not None:
+        text += "\n## Adversary scores vs planted minority (ROC AUC)\n\n"
+        text += markdown_table(analysis.adversary_auc.drop(columns=["model"]))
+    return text
+
+
+def write_report(analysis: Analysis, outdir: str) -> list[str]:
+    """Writes every table, both figures and `analysis.json` under `outdir`.
+
+    Returns:
+      The paths written: table2.{csv,md}, fig1_loss_by_fold_in.{csv,png},
+      fig2_worst_users.{csv,png}, groups.{csv,md} and adversary_auc.{csv,md} (planted
+      groups only), summary.md, analysis.json.
+    """
+    written = []
+
+    def _write(name: str, text: str) -> None:
+        path = os.path.join(outdir, name)
+        write_text(path, text)
+        written.append(path)
+
+    _write("table2.csv", analysis.table2.to_csv(index=False))
+    _write("table2.md", markdown_table(analysis.table2.drop(columns=["model"]), pm=METRICS))
+    _write("fig1_loss_by_fold_in.csv", analysis.loss_by_fold_in.to_csv(index=False))
+    _write("fig2_worst_users.csv", analysis.worst_users.to_csv(index=False))
+    if analysis.groups is not None:
+        _write("groups.csv", analysis.groups.to_csv(index=False))
+        _write("groups.md", markdown_table(analysis.groups, pm=("ndcg@100",)))
+    if analysis.adversary_auc is not None:
+        _write("adversary_auc.csv", analysis.adversary_auc.to_csv(index=False))
+        _write("adversary_auc.md", markdown_table(analysis.adversary_auc))
+    figures = {
+        "fig1_loss_by_fold_in.png": plots.loss_by_fold_in_figure(
+            analysis.loss_by_fold_in, title=_title(analysis, ["ease"])
+        ),
+        "fig2_worst_users.png": plots.worst_users_figure(
+            analysis.worst_users,
+            title=_title(analysis, list(analysis.workdirs)),
+            alpha=analysis.alpha,
+        ),
+    }
+    for name, fig in figures.items():
+        path = os.path.join(outdir, name)
+        plots.save_png(fig, path)
+        written.append(path)
+    _write("summary.md", summary_markdown(analysis))
+    path = os.path.join(outdir, "analysis.json")
+    write_json(path, summary(analysis))
+    written.append(path)
+    return written

@@ -1,0 +1,44 @@
+r"""Table 2, Figures 1-2 and planted-group tables from trained models' workdirs.
+
+Recomputes everything from the per-user files, without retraining:
+
+  python launch/analyze.py --workdirs=runs/ml-20m/ease,runs/ml-20m/rlarm \
+      --outdir=runs/ml-20m/analysis
+
+A folder of model workdirs may be given instead of each workdir.
+"""
+
+import sys
+
+from absl import app, flags
+
+from arm_jax import report
+from arm_jax.errors import ArmJaxError
+
+_WORKDIRS = flags.DEFINE_list(
+    "workdirs", None, "Model workdirs (or folders of them), comma-separated; EASE required."
+)
+_OUTDIR = flags.DEFINE_string("outdir", None, "Where tables, figures and analysis.json go.")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "valid"], "Which users to analyze.")
+_ALPHA = flags.DEFINE_float("alpha", 0.05, "Significance level of the paired t-tests.")
+_BUCKETS = flags.DEFINE_integer("n_buckets", 10, "Figure 1: buckets by # fold-in items.")
+flags.mark_flags_as_required(["workdirs", "outdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        analysis = report.analyze_workdirs(
+            _WORKDIRS.value, split=_SPLIT.value, alpha=_ALPHA.value, n_buckets=_BUCKETS.value
+        )
+        written = report.write_report(analysis, _OUTDIR.value)
+    except ArmJaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(report.summary_markdown(analysis))
+    print(f"wrote {len(written)} files to {_OUTDIR.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,252 @@
+"""Tests of arm_jax.analysis, arm_jax.report, arm_jax.plots and launch/analyze.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from arm_jax import analysis, report
+from arm_jax.errors import ArmJaxError, DataError
+from arm_jax.io import savez, write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn")
+
+
+def _fake_per_user(rng, user_ids, group, offset):
+    n = user_ids.size
+    n_fold_in = rng.integers(1, 60, size=n)
+    ndcg = np.clip(0.1 + 0.005 * n_fold_in + 0.15 * rng.standard_normal(n) + offset, 0, 1)
+    ndcg[rng.random(n) < 0.05] = 0.0  # users with nothing found tie at 0
+    return {
+        "user_ids": user_ids,
+        "ndcg@100": ndcg,
+        "recall@20": rng.random(n),
+        "recall@50": rng.random(n),
+        "n_fold_in": n_fold_in,
+        "n_heldout": rng.integers(1, 15, size=n),
+        "sq_loss": n_fold_in * (0.8 + 0.1 * rng.random(n)),
+        "group": group,
+    }
+
+
+def _make_workdirs(root, *, seed=0, n_users=300, models=MODELS, shuffle=True):
+    rng = np.random.default_rng(seed)
+    user_ids = rng.permutation(10 * n_users)[:n_users]
+    group = (rng.random(n_users) < 0.2).astype(np.int64) * rng.integers(1, 3, size=n_users)
+    paths = {}
+    for i, model in enumerate(models):
+        workdir = os.path.join(root, model)
+        write_json(
+            os.path.join(workdir, "config.json"),
+            {"dataset": "synthetic", "model": model, "hyperparameters": {"C": 0.005, "B": 500.0}},
+        )
+        for split in ("test", "valid"):
+            arrays = _fake_per_user(rng, user_ids, group, 0.01 * i)
+            if shuffle and i > 0:  # same users, different order: must be re-aligned
+                perm = rng.permutation(n_users)
+                arrays = {k: v[perm] for k, v in arrays.items()}
+            savez(os.path.join(workdir, f"per_user_{split}.npz"), **arrays)
+        if model in ("arm", "rlarm", "rlarm_nn"):
+            train_group = (rng.random(500) < 0.2).astype(np.int64)
+            score = rng.standard_normal(500) + 2.0 * train_group
+            savez(
+                os.path.join(workdir, "adversary_scores.npz"),
+                user_ids=np.arange(500),
+                score=score,
+                group=train_group,
+            )
+        paths[model] = workdir
+    return paths
+
+
+def _brute_auc(scores, labels):
+    pos = scores[labels].astype(np.float64)
+    neg = scores[~labels].astype(np.float64)
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+# ------------------------------------------------------------------------------- stats
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_auc_matches_pairwise_reference(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.random(400) < 0.3
+    scores = rng.integers(0, 8, size=400) + 1.5 * labels  # many ties
+    assert analysis.roc_auc(scores, labels) == pytest.approx(_brute_auc(scores, labels), abs=1e-12)
+    scores = rng.standard_normal(400)
+    assert analysis.roc_auc(scores, labels) == pytest.approx(_brute_auc(scores, labels), abs=1e-12)
+
+
+def test_roc_auc_extremes():
+    labels = np.array([0, 0, 1, 1, 0, 1], dtype=bool)
+    scores = np.where(labels, 2.0, -1.0) + np.arange(6) * 0.01
+    assert analysis.roc_auc(scores, labels) == 1.0
+    assert analysis.roc_auc(-scores, labels) == 0.0
+    assert analysis.roc_auc(np.ones(6), labels) == 0.5
+    assert np.isnan(analysis.roc_auc(scores, np.zeros(6, dtype=bool)))
+
+
+def test_overall_table_matches_numpy():
+    rng = np.random.default_rng(3)
+    per_user = {m: {k: rng.random(57).astype(np.float32) for k in analysis.METRICS} for m in MODELS}
+    table = analysis.overall_table(per_user)
+    assert list(table["model"]) == list(MODELS)
+    for row, model in zip(table.to_dict(orient="records"), MODELS):
+        assert row["n_users"] == 57
+        for metric in analysis.METRICS:
+            x = per_user[model][metric].astype(np.float64)
+            assert row[metric] == pytest.approx(x.mean(), rel=1e-12)
+            se = x.std(ddof=1) / np.sqrt(x.size)
+            assert row[f"{metric}_se"] == pytest.approx(se, rel=1e-12)
+
+
+def test_bottom_percent_mask_definition():
+    rng = np.random.default_rng(4)
+    x = np.round(rng.random(137), 2)  # ties
+    x[:20] = 0.0
+    sizes = []
+    for percent in analysis.PERCENTS:
+        mask, t = analysis.bottom_percent_mask(x, percent)
+        assert t == np.quantile(x, percent / 100, method="inverted_cdf")
+        assert mask.sum() >= -(-percent * x.size // 100)
+        assert np.all(x[mask] <= t) and np.all(x[~mask] > t)
+        sizes.append(mask.sum())
+    assert sizes[0] >= 20  # all tied zeros together, although 10% of 137 is 14
+    assert np.all(np.diff(sizes) >= 0) and sizes[-1] == x.size
+    mask, t = analysis.bottom_percent_mask(np.arange(100.0), 30)
+    assert mask.sum() == 30 and t == 29.0
+    with pytest.raises(ArmJaxError):
+        analysis.bottom_percent_mask(x, 0)
+
+
+def test_worst_users_improvement_consistent_with_scipy():
+    rng = np.random.default_rng(5)
+    base = np.clip(rng.random(250) - 0.05, 0, 1)
+    ndcg = {
+        m: np.clip(base + 0.05 * rng.standard_normal(250) + 0.01 * i, 0, 1)
+        for i, m in enumerate(MODELS[1:], 1)
+    }
+    ndcg["ease"] = base
+    table = analysis.worst_users_improvement(ndcg)
+    assert set(table["model"]) == set(MODELS[1:])
+    for model in MODELS[1:]:
+        rows = table[table["model"] == model].sort_values("percent")
+        assert np.all(np.diff(rows["n_users"]) >= 0)
+        last = rows.iloc[-1]
+        assert last["percent"] == 100 and last["n_users"] == 250
+        overall = 100 * (ndcg[model].mean() - base.mean()) / base.mean()
+        assert last["improvement_pct"] == pytest.approx(overall, rel=1e-10)
+        assert last["diff_mean"] == pytest.approx((ndcg[model] - base).mean(), rel=1e-10)
+        for row in rows.itertuples():
+            mask = base <= row.threshold
+            assert mask.sum() == row.n_users
+            assert row.p_vs_ease == pytest.approx(
+                scipy.stats.ttest_rel(ndcg[model][mask], base[mask]).pvalue, rel=1e-10
+            )
+            assert row.sig_vs_ease == (row.p_vs_ease < 0.05)
+            if model == "ease_ipw":
+                assert np.isnan(row.p_vs_ease_ipw)
+            else:
+                ref = scipy.stats.ttest_rel(ndcg[model][mask], ndcg["ease_ipw"][mask]).pvalue
+                assert row.p_vs_ease_ipw == pytest.approx(ref, rel=1e-10)
+    with pytest.raises(ArmJaxError, match="EASE"):
+        analysis.worst_users_improvement({"rlarm": base})
+
+
+def test_loss_by_fold_in_buckets():
+    rng = np.random.default_rng(6)
+    arrays = {
+        "n_fold_in": rng.integers(1, 30, size=203),
+        "sq_loss": rng.random(203) * 10,
+        "ndcg@100": rng.random(203),
+    }
+    table = analysis.loss_by_fold_in(arrays)
+    assert len(table) == 10 and table["n_users"].sum() == 203
+    assert table["n_users"].max() - table["n_users"].min() <= 1
+    assert np.all(np.diff(table["fold_in_min"]) >= 0)
+    assert np.all(table["fold_in_max"].to_numpy()[:-1] <= table["fold_in_min"].to_numpy()[1:])
+    order = np.argsort(arrays["n_fold_in"], kind="stable")
+    first = order[: table["n_users"].iloc[0]]
+    assert table["sq_loss"].iloc[0] == pytest.approx(arrays["sq_loss"][first].mean(), rel=1e-12)
+    assert table["ndcg@100"].iloc[0] == pytest.approx(arrays["ndcg@100"][first].mean(), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ report
+def test_align_runs_reorders_and_checks_users(tmp_path):
+    paths = _make_workdirs(str(tmp_path), models=("ease", "rlarm"))
+    runs = report.align_runs([report.load_run(paths[m]) for m in ("rlarm", "ease")])
+    assert list(runs) == ["ease", "rlarm"]
+    np.testing.assert_array_equal(
+        runs["ease"].per_user["user_ids"], runs["rlarm"].per_user["user_ids"]
+    )
+    raw = dict(np.load(os.path.join(paths["rlarm"], "per_user_test.npz")))
+    pos = {u: i for i, u in enumerate(raw["user_ids"])}
+    idx = [pos[u] for u in runs["ease"].per_user["user_ids"]]
+    np.testing.assert_array_equal(runs["rlarm"].per_user["ndcg@100"], raw["ndcg@100"][idx])
+    raw["user_ids"] = raw["user_ids"] + 1  # different users
+    savez(os.path.join(paths["rlarm"], "per_user_test.npz"), **raw)
+    with pytest.raises(DataError, match="same users"):
+        report.align_runs([report.load_run(p) for p in paths.values()])
+    with pytest.raises(DataError, match="given twice"):
+        report.align_runs([report.load_run(paths["ease"])] * 2)
+
+
+def test_analyze_and_write_report(tmp_path):
+    paths = _make_workdirs(str(tmp_path / "runs"))
+    result = report.analyze_workdirs([str(tmp_path / "runs")])
+    assert list(result.workdirs) == list(MODELS)
+    # groups: per-group means equal numpy on the aligned arrays
+    ease = report.load_run(paths["ease"]).per_user
+    g1 = result.groups[(result.groups["model"] == "ease") & (result.groups["group"] == 1)]
+    assert g1["ndcg@100"].iloc[0] == pytest.approx(ease["ndcg@100"][ease["group"] == 1].mean())
+    assert set(result.adversary_auc["model"]) == {"arm", "rlarm", "rlarm_nn"}
+    assert np.all(result.adversary_auc["auc"] > 0.8)  # scores were planted +2 on minority
+    written = report.write_report(result, str(tmp_path / "out"))
+    assert all(os.path.getsize(p) > 0 for p in written)
+    assert {os.path.basename(p) for p in written} >= {
+        "table2.csv", "table2.md", "fig1_loss_by_fold_in.png", "fig2_worst_users.png",
+        "fig2_worst_users.csv", "groups.csv", "adversary_auc.csv", "analysis.json",
+    }  # fmt: skip
+    with pytest.raises(ArmJaxError, match="EASE"):
+        report.analyze_workdirs([paths["rlarm"], paths["arm"]])
+
+
+def _run_analyze(*args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "launch", "analyze.py"), *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def test_launch_analyze_end_to_end(tmp_path):
+    paths = _make_workdirs(str(tmp_path / "runs"), models=("ease", "ease_ipw", "rlarm"))
+    out = tmp_path / "analysis"
+    proc = _run_analyze(f"--workdirs={','.join(paths.values())}", f"--outdir={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert "Table 2" in proc.stdout and "R-LARM" in proc.stdout
+    for name in (
+        "table2.csv",
+        "table2.md",
+        "fig1_loss_by_fold_in.csv",
+        "summary.md",
+        "fig1_loss_by_fold_in.png",
+        "fig2_worst_users.png",
+        "fig2_worst_users.csv",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    with open(out / "analysis.json") as f:
+        summary = json.load(f)
+    ease = dict(np.load(os.path.join(paths["ease"], "per_user_test.npz")))
+    row = next(r for r in summary["table2"] if r["model"] == "ease")
+    assert row["ndcg@100"] == pytest.approx(ease["ndcg@100"].astype(np.float64).mean(), rel=1e-12)
+    assert len(summary["worst_users"]) == 10 * 2
+
+    proc = _run_analyze(f"--workdirs={paths['rlarm']}", f"--outdir={out}")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
