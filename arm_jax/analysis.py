@@ -40,6 +40,11 @@ MODEL_LABELS = {
     "rlarm_nn": "R-LARM(NN)",
 }
 PERCENTS = tuple(range(10, 101, 10))
+_WORST_USERS_COLUMNS = (
+    "percent", "model", "label", "n_users", "threshold", "ease_mean", "mean", "diff_mean",
+    "improvement_pct", "t_vs_ease", "p_vs_ease", "t_vs_ease_ipw", "p_vs_ease_ipw",
+    "sig_vs_ease", "sig_vs_ease_ipw",
+)  # fmt: skip
 
 
 # -------------------------------------------------------------------------- statistics
@@ -201,7 +206,7 @@ def worst_users_improvement(
                     "sig_vs_ease_ipw": bool(p_i < alpha),
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(_WORST_USERS_COLUMNS))
 
 
 def group_table(per_user: dict[str, dict], *, metric: str = "ndcg@100") -> pd.DataFrame:

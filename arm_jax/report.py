@@ -345,8 +345,8 @@ def write_report(analysis: Analysis, outdir: str) -> list[str]:
 
     Returns:
       The paths written: table2.{csv,md}, fig1_loss_by_fold_in.{csv,png},
-      fig2_worst_users.{csv,png}, groups.{csv,md} and adversary_auc.{csv,md} (planted
-      groups only), summary.md, analysis.json.
+      fig2_worst_users.{csv,png} (no png when EASE is the only model), groups.{csv,md}
+      and adversary_auc.{csv,md} (planted groups only), summary.md, analysis.json.
     """
     written = []
 
@@ -368,13 +368,14 @@ def write_report(analysis: Analysis, outdir: str) -> list[str]:
     figures = {
         "fig1_loss_by_fold_in.png": plots.loss_by_fold_in_figure(
             analysis.loss_by_fold_in, title=_title(analysis, ["ease"])
-        ),
-        "fig2_worst_users.png": plots.worst_users_figure(
+        )
+    }
+    if len(analysis.worst_users):  # no figure when EASE is the only model
+        figures["fig2_worst_users.png"] = plots.worst_users_figure(
             analysis.worst_users,
             title=_title(analysis, list(analysis.workdirs)),
             alpha=analysis.alpha,
-        ),
-    }
+        )
     for name, fig in figures.items():
         path = os.path.join(outdir, name)
         plots.save_png(fig, path)

@@ -214,6 +214,11 @@ def test_analyze_and_write_report(tmp_path):
     }  # fmt: skip
     with pytest.raises(ArmJaxError, match="EASE"):
         report.analyze_workdirs([paths["rlarm"], paths["arm"]])
+    alone = report.analyze_workdirs([paths["ease"]])  # EASE alone: no Figure 2 bars
+    assert len(alone.worst_users) == 0
+    written = report.write_report(alone, str(tmp_path / "alone"))
+    assert not os.path.exists(tmp_path / "alone" / "fig2_worst_users.png")
+    assert os.path.exists(tmp_path / "alone" / "fig1_loss_by_fold_in.png")
 
 
 def _run_analyze(*args):
