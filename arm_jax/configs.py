@@ -37,6 +37,7 @@ SPLIT_DEFAULTS: dict[str, SplitOptions] = {
     "netflix": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=40_000),
     "msd": SplitOptions(rating_threshold=None, min_uc=20, min_sc=200, n_heldout_users=50_000),
     "ml-1m": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=600),
+    "ml-10m": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=10_000),
     "ml-100k": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=100),
     "ml-latest-small": SplitOptions(rating_threshold=3.5, min_uc=5, min_sc=0, n_heldout_users=60),
     "interactions": SplitOptions(rating_threshold=None, min_uc=5, min_sc=0, n_heldout_users=None),

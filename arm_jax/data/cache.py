@@ -1,0 +1,109 @@
+"""The on-disk cache: where it lives, file checksums, and splits saved as `.npz`.
+
+A cached split is keyed by the SHA-256 of its source files and the split options, so an
+edited file or a changed option makes a new entry. Every write is atomic
+(`arm_jax.io`), so an interrupted run leaves no partial entry.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import scipy.sparse as sp
+
+from arm_jax import io as aio
+from arm_jax.data.split import MATRICES, Split
+
+# Bump when the split or the cache layout changes, to invalidate old entries.
+CACHE_VERSION = 1
+_CHUNK = 1 << 22
+
+
+def default_cache_dir() -> str:
+    """`$ARM_JAX_CACHE`, else `$XDG_CACHE_HOME/arm_jax`, else `~/.cache/arm_jax`."""
+    if os.environ.get("ARM_JAX_CACHE"):
+        return os.environ["ARM_JAX_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "arm_jax")
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_checksum(path: str, cache_dir: str) -> str:
+    """SHA-256 of `path`, remembered per (path, size, mtime) to skip re-reading big files."""
+    stat = os.stat(path)
+    memo_path = os.path.join(cache_dir, "checksums.json")
+    key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        memo = aio.read_json(memo_path)
+    except (OSError, ValueError):
+        memo = {}
+    if key not in memo:
+        memo[key] = sha256_file(path)
+        aio.write_json(memo_path, memo)
+    return memo[key]
+
+
+def split_key(dataset: str, files: list[str], options: dict, cache_dir: str) -> str:
+    """Cache key of a split: dataset, options and the checksums of its source files."""
+    record = {
+        "version": CACHE_VERSION,
+        "dataset": dataset,
+        "options": options,
+        "files": [file_checksum(f, cache_dir) for f in files],
+    }
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def split_path(cache_dir: str, dataset: str, key: str) -> str:
+    return os.path.join(cache_dir, "splits", f"{dataset}-{key}.npz")
+
+
+def save_split(path: str, split: Split) -> None:
+    """Writes `split` to `path` atomically."""
+    arrays = {}
+    for name in MATRICES:
+        m = getattr(split, name)
+        arrays[f"{name}_indices"] = m.indices
+        arrays[f"{name}_indptr"] = m.indptr
+        arrays[f"{name}_shape"] = np.asarray(m.shape, np.int64)
+    for name in ("train_user_ids", "valid_user_ids", "test_user_ids", "item_ids"):
+        arrays[name] = getattr(split, name)
+    for name in ("train_groups", "valid_groups", "test_groups"):
+        if getattr(split, name) is not None:
+            arrays[name] = getattr(split, name)
+    arrays["dataset"] = np.asarray(split.dataset)
+    if split.group_names is not None:
+        arrays["group_names"] = np.asarray(split.group_names, dtype=str)
+    aio.savez(path, **arrays)
+
+
+def load_split_file(path: str) -> Split:
+    """Reads a split written by `save_split`."""
+    with np.load(path, allow_pickle=False) as z:
+        fields = {}
+        for name in MATRICES:
+            indices = z[f"{name}_indices"]
+            shape = tuple(int(s) for s in z[f"{name}_shape"])
+            m = sp.csr_matrix(
+                (np.ones(len(indices), np.float32), indices, z[f"{name}_indptr"]), shape=shape
+            )
+            m.has_sorted_indices = True
+            fields[name] = m
+        for name in ("train_user_ids", "valid_user_ids", "test_user_ids", "item_ids"):
+            fields[name] = z[name]
+        for name in ("train_groups", "valid_groups", "test_groups"):
+            fields[name] = z[name] if name in z.files else None
+        fields["dataset"] = str(z["dataset"])
+        if "group_names" in z.files:
+            fields["group_names"] = tuple(str(s) for s in z["group_names"])
+    return Split(**fields)
