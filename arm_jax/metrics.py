@@ -28,6 +28,8 @@ def _discounts(k: int) -> jax.Array:
 
 def _ranked_hits(scores: jax.Array, heldout: jax.Array, fold_in: jax.Array | None, k: int):
     """Relevance of the top-k items of one user, `[k]` in rank order."""
+    # top_k orders -0.0 below +0.0; a sort by value (the reference) treats them as equal.
+    scores = jnp.where(scores == 0, 0.0, scores)
     if fold_in is not None:
         scores = jnp.where(fold_in > 0, -jnp.inf, scores)
     _, top = jax.lax.top_k(scores, k)

@@ -1,0 +1,233 @@
+"""EASE and EASE-IPW in closed form (Steck 2019; paper eq. 7–8).
+
+With X the `[m, n]` 0/1 training matrix and D a diagonal of user weights (all 1 for EASE):
+
+    P = (XᵀDX / m + C·I)⁻¹,        W = I − P·diag(1 / diag P)   (so diag W = 0).
+
+This is the scaling of the paper authors' code, so their published C values carry over;
+Steck's λ is C·m (`l2` below). W is invariant to scaling P, so only λ/m-vs-C matters.
+
+The Gram matrix is built from the sparse X without densifying it on the host: on the CPU
+with SciPy's sparse product, on an accelerator in user chunks densified on the device (X is
+0/1, so bfloat16 chunks with float32 accumulation count exactly).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from arm_jax.errors import ConfigError
+
+
+def ipw_weights(x: sp.csr_matrix, *, beta: float) -> np.ndarray:
+    """EASE-IPW user weights θ_u^-β, rescaled to sum to m.
+
+    Args:
+      x: `[m, n]` training matrix; θ_u is the number of items of user u.
+      beta: exponent β ≥ 0 (β = 0 gives all ones, i.e. plain EASE).
+
+    Returns:
+      `[m]` float64 weights, positive, summing to m. A user with no items (whose row
+      adds nothing to the Gram matrix) counts as θ = 1, so β = 0 is exactly EASE.
+    """
+    if beta < 0:
+        raise ConfigError(f"--beta must be >= 0, got {beta}")
+    theta = np.maximum(np.diff(x.tocsr().indptr), 1).astype(np.float64)
+    w = theta**-beta
+    return w * (len(w) / w.sum())
+
+
+def _check_dtype(dtype) -> jnp.dtype:
+    dtype = jnp.dtype(dtype)
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+        raise ConfigError(
+            f"{dtype} requested but JAX is not configured for it: set jax_enable_x64 "
+            "(launch scripts do so with --float64)"
+        )
+    return dtype
+
+
+def gram_matrix(
+    x: sp.csr_matrix,
+    weights: np.ndarray | None = None,
+    *,
+    dtype=jnp.float32,
+    method: str = "auto",
+    chunk_size: int = 8192,
+) -> jax.Array:
+    """XᵀDX as a dense `[n, n]` device array.
+
+    Args:
+      x: `[m, n]` 0/1 CSR matrix.
+      weights: `[m]` user weights (the diagonal of D) or None for all ones.
+      dtype: result dtype (float32 or, with x64 enabled, float64).
+      method: "sparse" (SciPy sparse product on the host), "device" (user chunks
+        densified and multiplied on the default device), or "auto": "device" on an
+        accelerator, "sparse" on the CPU, where a dense product would do ~1/density more
+        work.
+      chunk_size: users per device chunk.
+    """
+    dtype = _check_dtype(dtype)
+    if method == "auto":
+        method = "sparse" if jax.default_backend() == "cpu" else "device"
+    if method == "sparse":
+        x = x.tocsr()
+        xt = x.T.tocsr() if weights is None else (x.T @ sp.diags(weights)).tocsr()
+        g = (xt @ x).astype(np.float64 if weights is not None else np.float32)
+        return jnp.asarray(g.toarray(), dtype=dtype)
+    if method == "device":
+        return _gram_on_device(x, weights, dtype=dtype, chunk_size=chunk_size)
+    raise ConfigError(f"gram method must be auto, sparse or device, got {method!r}")
+
+
+def _gram_on_device(x: sp.csr_matrix, weights, *, dtype, chunk_size: int) -> jax.Array:
+    """Chunked XᵀDX on the device from CSR index arrays (only indices cross to the device)."""
+    x = x.tocsr()
+    m, n = x.shape
+    chunk_size = max(1, min(chunk_size, m))
+    n_chunks = -(-m // chunk_size)
+    nnz_per_row = np.diff(x.indptr)
+    row_of = np.repeat(np.arange(m), nnz_per_row)
+    chunk_of = row_of // chunk_size
+    bounds = np.searchsorted(chunk_of, np.arange(n_chunks + 1))
+    width = int(np.diff(bounds).max()) if x.nnz else 1
+    # Padded entries point at row `chunk_size`, which the scatter drops.
+    rows = np.full((n_chunks, width), chunk_size, np.int32)
+    cols = np.zeros((n_chunks, width), np.int32)
+    vals = np.zeros((n_chunks, width), np.float32)
+    pos = np.arange(x.nnz) - bounds[chunk_of]
+    rows[chunk_of, pos] = row_of % chunk_size
+    cols[chunk_of, pos] = x.indices
+    w = np.ones(m) if weights is None else np.asarray(weights, np.float64)
+    vals[chunk_of, pos] = np.sqrt(w)[row_of]
+    exact = weights is None and dtype == jnp.float32
+    return _scan_gram(
+        jnp.asarray(rows),
+        jnp.asarray(cols),
+        jnp.asarray(vals, dtype),
+        n=n,
+        chunk_size=chunk_size,
+        exact_binary=exact,
+    ).astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "chunk_size", "exact_binary"))
+def _scan_gram(rows, cols, vals, *, n, chunk_size, exact_binary):
+    # 0/1 entries are exact in bfloat16 and their products sum exactly in float32
+    # (below 2**24), so the unweighted Gram matrix runs on tensor cores at no loss.
+    in_dtype = jnp.bfloat16 if exact_binary else vals.dtype
+    acc_dtype = jnp.float32 if exact_binary else vals.dtype
+    precision = None if exact_binary else jax.lax.Precision.HIGHEST
+
+    def body(g, chunk):
+        r, c, v = chunk
+        dense = jnp.zeros((chunk_size, n), in_dtype).at[r, c].set(v.astype(in_dtype), mode="drop")
+        g = g + jnp.matmul(dense.T, dense, precision=precision, preferred_element_type=acc_dtype)
+        return g, None
+
+    g0 = jnp.zeros((n, n), acc_dtype)
+    g, _ = jax.lax.scan(body, g0, (rows, cols, vals))
+    return g
+
+
+def _spd_inverse_host(a: np.ndarray) -> np.ndarray:
+    # LAPACK potrf + potri: n³ flops in all, against 2n³ for an LU inverse.
+    potrf, potri = scipy.linalg.get_lapack_funcs(("potrf", "potri"), (a,))
+    c, info = potrf(a, lower=True, clean=False, overwrite_a=False)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"Cholesky failed (info={info}): matrix not positive definite")
+    p, info = potri(c, lower=True, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"potri failed (info={info})")
+    return np.tril(p) + np.tril(p, -1).T
+
+
+def _spd_inverse(a: jax.Array) -> jax.Array:
+    """Inverse of a symmetric positive definite matrix.
+
+    EASE needs the full inverse, not a solve: W depends on every entry of P and on its
+    diagonal. On the CPU LAPACK's potrf/potri does it in n³ flops (a host callback); on
+    accelerators a Cholesky factorisation and a triangular solve against I.
+    """
+
+    def on_cpu(a):
+        shape = jax.ShapeDtypeStruct(a.shape, a.dtype)
+        return jax.pure_callback(lambda m: _spd_inverse_host(np.asarray(m)), shape, a)
+
+    def on_device(a):
+        factor = jax.scipy.linalg.cho_factor(a, lower=True)
+        return jax.scipy.linalg.cho_solve(factor, jnp.eye(a.shape[0], dtype=a.dtype))
+
+    return jax.lax.platform_dependent(a, cpu=on_cpu, default=on_device)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def ease_from_gram(gram: jax.Array, l2: jax.Array) -> jax.Array:
+    """EASE weights from a Gram matrix: W = I − P·diag(1/diag P), P = (G + l2·I)⁻¹.
+
+    Args:
+      gram: `[n, n]` XᵀDX (donated: its buffer is reused).
+      l2: Steck's λ on this Gram matrix's scale.
+
+    Returns:
+      `[n, n]` W with a zero diagonal.
+    """
+    n = gram.shape[0]
+    p = _spd_inverse(gram + l2 * jnp.eye(n, dtype=gram.dtype))
+    w = -p / jnp.diag(p)[None, :]
+    return w.at[jnp.diag_indices(n)].set(0.0)
+
+
+def fit_ease(
+    x: sp.csr_matrix,
+    *,
+    C: float | None = None,
+    l2: float | None = None,
+    weights: np.ndarray | None = None,
+    dtype=jnp.float32,
+    gram_method: str = "auto",
+) -> jax.Array:
+    """Closed-form EASE (weights None) or EASE-IPW (weights from `ipw_weights`).
+
+    Args:
+      x: `[m, n]` 0/1 training matrix (CSR).
+      C: regulariser in the authors' scaling, P = (XᵀDX/m + C·I)⁻¹. Give C or l2.
+      l2: Steck's λ = C·m, P = (XᵀDX + λI)⁻¹.
+      weights: `[m]` user weights (D), or None for plain EASE.
+      dtype: float32 or float64 (float64 needs jax_enable_x64).
+      gram_method: see `gram_matrix`.
+
+    Returns:
+      `[n, n]` W with zero diagonal; scores are `predict(W, x)`.
+    """
+    if (C is None) == (l2 is None):
+        raise ConfigError("give exactly one of C (authors' scaling) or l2 (Steck's λ = C·m)")
+    m = x.shape[0]
+    l2 = C * m if l2 is None else l2
+    if l2 <= 0:
+        raise ConfigError(f"the EASE regulariser must be > 0, got C·m = {l2}")
+    gram = gram_matrix(x, weights, dtype=dtype, method=gram_method)
+    return ease_from_gram(gram, jnp.asarray(l2, gram.dtype))
+
+
+def predict(w: jax.Array, x: jax.Array) -> jax.Array:
+    """Item scores `x @ W` for users' rows `x: [users, n]`; `[users, n]`."""
+    return x @ w
+
+
+def save_model(path: str, w: jax.Array, **meta) -> None:
+    """Writes W (and JSON-able `meta`, e.g. item ids) to an `.npz` file atomically."""
+    from arm_jax import io
+
+    io.savez(path, W=np.asarray(w), **{k: np.asarray(v) for k, v in meta.items()})
+
+
+def load_model(path: str) -> tuple[jax.Array, dict[str, np.ndarray]]:
+    """Reads a model written by `save_model`: returns (W on the device, other arrays)."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return jnp.asarray(arrays.pop("W")), arrays
