@@ -13,12 +13,15 @@ from arm_jax.data.readers import (
     read_netflix,
 )
 from arm_jax.data.split import Split, liang_split, split_stats
+from arm_jax.data.synthetic import GROUP_NAMES, make_synthetic, synthetic_split
 
 __all__ = [
+    "GROUP_NAMES",
     "Interactions",
     "Split",
     "from_arrays",
     "liang_split",
+    "make_synthetic",
     "load_split",
     "read_interactions",
     "read_lines",
@@ -29,4 +32,5 @@ __all__ = [
     "read_netflix",
     "read_parquet_split",
     "split_stats",
+    "synthetic_split",
 ]
