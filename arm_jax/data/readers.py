@@ -151,7 +151,6 @@ def _delimited(
             io.BytesIO(data) if data is not None else path,
             sep=r"\s+" if sep == " " else sep,
             header=0 if header else None,
-            usecols=sorted(set(positions)),
             engine="c",
             skip_blank_lines=True,
         )
@@ -166,7 +165,9 @@ def _delimited(
         raise DataError(f"{path}{where}: {e}".replace("\n", " ")) from None
     out = []
     for pos, kind in zip(positions, kinds):
-        values = frame.iloc[:, sorted(set(positions)).index(pos)]
+        if pos >= frame.shape[1]:
+            raise DataError(f"{path}: has {frame.shape[1]} columns, expected {expected}")
+        values = frame.iloc[:, pos]
         bad = values.isna().to_numpy().copy()
         if kind != "any":
             numeric = pd.to_numeric(values, errors="coerce")

@@ -1,0 +1,134 @@
+"""Bad input: one-line errors naming the file (and line), and no cache left behind."""
+
+import os
+
+import pytest
+
+from arm_jax.data import load_split
+from arm_jax.errors import ConfigError, DataError
+
+HEADER = "userId,movieId,rating,timestamp\n"
+GOOD = "".join(f"{u},{i},5.0,0\n" for u in range(1, 31) for i in range(1, 8))
+
+
+def _cache_files(cache):
+    return [os.path.join(d, f) for d, _, fs in os.walk(cache) for f in fs if f != "checksums.json"]
+
+
+def _fails(tmp_path, exc, match, dataset="ml-20m", **kw):
+    cache = tmp_path / "cache"
+    with pytest.raises(exc, match=match or None) as info:
+        load_split(dataset, cache_dir=str(cache), **kw)
+    message = str(info.value)
+    assert "\n" not in message
+    assert not _cache_files(cache), "a failed load left cache files"
+    return message
+
+
+def test_missing_file(tmp_path):
+    message = _fails(tmp_path, DataError, "file not found", data_dir=str(tmp_path))
+    assert str(tmp_path / "ratings.csv") in message
+    _fails(tmp_path, DataError, "folder not found", data_dir=str(tmp_path / "nope"))
+    _fails(
+        tmp_path,
+        DataError,
+        "file not found",
+        dataset="interactions",
+        data_path=str(tmp_path / "x.csv"),
+    )
+
+
+@pytest.mark.parametrize(
+    "dataset,name,text,line",
+    [
+        ("ml-20m", "ratings.csv", HEADER + GOOD[:40] + "7,abc,4.0,0\n" + GOOD[40:], 6),
+        ("ml-20m", "ratings.csv", HEADER + "1,2,4.0,0\n1,3\n" + GOOD, 3),
+        ("ml-20m", "ratings.csv", HEADER + "1,2,4.0,0\n1,3,4.0,0,9,9\n" + GOOD, 3),
+        ("ml-1m", "ratings.dat", "1::2::4::0\n\n1::x::4::0\n", 3),
+        ("ml-100k", "u.data", "1\t2\t4\t0\n1\t2\tfive\t0\n", 2),
+        ("msd", "train_triplets.txt", "u1\ts1\t3\nu2\ts2\n", 2),
+        ("netflix", "combined_data_1.txt", "1:\n5,4,2005-01-01\nfoo,4,2005-01-01\n", 3),
+        ("netflix", "combined_data_1.txt", "5,4,2005-01-01\n", 1),
+        ("lines", "train.txt", "0 1 2\n1 2 x\n", 2),
+    ],
+    ids=[
+        "csv-text",
+        "csv-short",
+        "csv-long",
+        "dat",
+        "udata",
+        "msd",
+        "netflix",
+        "netflix-head",
+        "lines",
+    ],
+)
+def test_unparsable_line_names_file_and_line(tmp_path, dataset, name, text, line):
+    (tmp_path / name).write_text(text)
+    if dataset == "lines":
+        (tmp_path / "test.txt").write_text("0 3\n")
+    message = _fails(tmp_path, DataError, "", dataset=dataset, data_dir=str(tmp_path))
+    assert f"{tmp_path / name}:{line}:" in message, message
+
+
+def test_interactions_bad_columns_and_rows(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("u,i,r\n1,2,3\n1,,4\n")
+    message = _fails(
+        tmp_path, DataError, "", dataset="interactions", data_path=str(path), columns="u,i"
+    )
+    assert f"{path}:3:" in message
+    _fails(
+        tmp_path,
+        DataError,
+        "no column",
+        dataset="interactions",
+        data_path=str(path),
+        columns="user,item",
+    )
+    _fails(
+        tmp_path,
+        ConfigError,
+        "rating column",
+        dataset="interactions",
+        data_path=str(path),
+        columns="u,i",
+        rating_threshold=3.0,
+    )
+    _fails(
+        tmp_path,
+        ConfigError,
+        "positions",
+        dataset="interactions",
+        data_path=str(path),
+        columns="u,i",
+        header=False,
+    )
+    _fails(tmp_path, ConfigError, "data_path", dataset="interactions")
+
+
+def test_nothing_left_after_filtering(tmp_path):
+    (tmp_path / "ratings.csv").write_text(HEADER + GOOD.replace("5.0", "3.0"))
+    _fails(tmp_path, DataError, "no interactions left after filtering", data_dir=str(tmp_path))
+    (tmp_path / "ratings.csv").write_text(HEADER)
+    _fails(tmp_path, DataError, "", data_dir=str(tmp_path))
+
+
+def test_heldout_users_too_many(tmp_path):
+    (tmp_path / "ratings.csv").write_text(HEADER + GOOD)
+    message = _fails(
+        tmp_path, DataError, "n_heldout_users=15", data_dir=str(tmp_path), n_heldout_users=15
+    )
+    assert "30 users" in message
+
+
+def test_unknown_dataset_and_option(tmp_path):
+    _fails(tmp_path, ConfigError, "unknown dataset 'ml-30m'", dataset="ml-30m")
+    (tmp_path / "ratings.csv").write_text(HEADER + GOOD)
+    _fails(tmp_path, ConfigError, "unknown option", data_dir=str(tmp_path), colour="red")
+
+
+def test_netflix_cannot_be_downloaded(tmp_path):
+    message = _fails(tmp_path, DataError, "cannot be downloaded", dataset="netflix")
+    assert "combined_data_1.txt" in message and "training_set/" in message
+    _fails(tmp_path, DataError, "no Netflix files", dataset="netflix", data_dir=str(tmp_path))
