@@ -6,7 +6,6 @@ and items as integer codes into arrays of the raw ids as read. Parsing takes a f
 the file finds the first bad line and raises `DataError` naming the file and line.
 """
 
-import csv
 import dataclasses
 import io
 import os
@@ -16,6 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from arm_jax.data._parse import check_file, fields_checker, read_delimited, scan_lines
 from arm_jax.errors import ConfigError, DataError
 
 
@@ -74,153 +74,11 @@ def concat(parts: Sequence[Interactions], *, source: str = "") -> Interactions:
     return from_arrays(users, items, ratings, source=source)
 
 
-# --------------------------------------------------------------------- bad-line scans
-def check_file(path: str, what: str) -> None:
-    """Raises DataError unless `path` is a readable regular file."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: file not found (expected {what})")
-
-
-def _scan_lines(path: str, check: Callable[[str], None], *, skip: int = 0, data=None):
-    """Raises DataError at the first non-blank line (after `skip`) that `check` rejects."""
-    stream = io.TextIOWrapper(io.BytesIO(data), "utf-8") if data is not None else None
-    with stream or open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if number <= skip or not line.strip():
-                continue
-            try:
-                check(line.rstrip("\r\n"))
-            except (ValueError, IndexError) as e:
-                text = line.rstrip("\r\n")
-                text = text if len(text) <= 80 else text[:77] + "..."
-                raise DataError(f"{path}:{number}: {e}; got {text!r}") from None
-
-
-def _fields_checker(split: Callable[[str], list[str]], kinds: Sequence[str], expected: str):
-    """A line check: `split(line)` gives >= len(kinds) fields of the given kinds."""
-
-    def check(line: str) -> None:
-        fields = split(line)
-        if len(fields) < len(kinds):
-            raise ValueError(f"expected {expected}")
-        for field, kind in zip(fields, kinds):
-            if kind == "int":
-                int(field.strip())
-            elif kind == "float":
-                value = float(field.strip())
-                if value != value:
-                    raise ValueError(f"expected {expected}")
-            elif not field.strip():
-                raise ValueError(f"expected {expected}")
-
-    return check
-
-
-def _delimited(
-    path: str,
-    *,
-    sep: str,
-    header: bool,
-    cols: Sequence[int | str],
-    kinds: Sequence[str],
-    expected: str,
-    data: bytes | None = None,
-) -> list:
-    """Reads columns `cols` of a delimited file as arrays of the given kinds.
-
-    Args:
-      path: file name (for messages; read unless `data` is given).
-      sep: one-character delimiter.
-      header: whether the first line names the columns.
-      cols: column names (with a header) or 0-based positions.
-      kinds: "int", "float" or "any" per column.
-      expected: what a line should look like, for messages.
-      data: the file's bytes, if already in memory.
-
-    Returns:
-      One NumPy array per column, rows in file order.
-    """
-    split = (lambda s: next(csv.reader([s], delimiter=sep))) if sep != " " else str.split
-    positions = _positions(path, cols, header, split, data)
-    need = ["any"] * (max(positions) + 1)
-    for pos, kind in zip(positions, kinds):
-        need[pos] = kind
-    check = _fields_checker(split, need, expected)
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(data) if data is not None else path,
-            sep=r"\s+" if sep == " " else sep,
-            header=0 if header else None,
-            engine="c",
-            skip_blank_lines=True,
-        )
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty (expected {expected})") from None
-    except ValueError as e:  # ParserError is a ValueError
-        if "secols" in str(e):
-            raise DataError(f"{path}: columns {list(cols)} not found ({e})") from None
-        _scan_lines(path, check, skip=int(header), data=data)
-        match = re.search(r"line (\d+)", str(e))
-        where = f":{match.group(1)}" if match else ""
-        raise DataError(f"{path}{where}: {e}".replace("\n", " ")) from None
-    out = []
-    for pos, kind in zip(positions, kinds):
-        if pos >= frame.shape[1]:
-            raise DataError(f"{path}: has {frame.shape[1]} columns, expected {expected}")
-        values = frame.iloc[:, pos]
-        bad = values.isna().to_numpy().copy()
-        if kind != "any":
-            numeric = pd.to_numeric(values, errors="coerce")
-            bad |= numeric.isna().to_numpy()
-            if kind == "int":
-                bad |= (numeric.fillna(0) % 1 != 0).to_numpy()
-            values = numeric
-        if bad.any():
-            _raise_at_row(path, int(np.argmax(bad)), header, expected, data)
-        arr = values.to_numpy()
-        out.append(
-            arr.astype(np.int64)
-            if kind == "int"
-            else arr.astype(np.float64)
-            if kind == "float"
-            else arr
-        )
-    return out
-
-
-def _positions(path, cols, header, split, data) -> list[int]:
-    """0-based positions of `cols` (names are looked up in the header line)."""
-    if all(isinstance(c, int) for c in cols):
-        return list(cols)
-    stream = io.TextIOWrapper(io.BytesIO(data), "utf-8") if data is not None else None
-    with stream or open(path, encoding="utf-8", errors="replace") as f:
-        names = [n.strip() for n in split(f.readline().rstrip("\r\n"))]
-    missing = [c for c in cols if isinstance(c, str) and c not in names]
-    if missing:
-        raise DataError(f"{path}:1: header has no column(s) {missing}; it has {names}")
-    return [c if isinstance(c, int) else names.index(c) for c in cols]
-
-
-def _raise_at_row(path: str, row: int, header: bool, expected: str, data=None) -> None:
-    """Raises DataError at the line holding data row `row` (blank lines skipped)."""
-    seen = -1
-    stream = io.TextIOWrapper(io.BytesIO(data), "utf-8") if data is not None else None
-    with stream or open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if (header and number == 1) or not line.strip():
-                continue
-            seen += 1
-            if seen == row:
-                text = line.rstrip("\r\n")
-                raise DataError(f"{path}:{number}: expected {expected}; got {text!r}")
-    raise DataError(f"{path}: row {row + 1}: expected {expected}")
-
-
 # --------------------------------------------------------------------------- MovieLens
 def read_movielens_csv(path: str) -> Interactions:
     """ML-20M / ml-latest-small `ratings.csv`: header `userId,movieId,rating,timestamp`."""
     check_file(path, "MovieLens ratings.csv")
-    users, items, ratings = _delimited(
+    users, items, ratings = read_delimited(
         path,
         sep=",",
         header=True,
@@ -236,7 +94,7 @@ def read_movielens_dat(path: str) -> Interactions:
     check_file(path, "MovieLens ratings.dat")
     with open(path, "rb") as f:
         data = f.read().replace(b"::", b"\t")
-    users, items, ratings = _delimited(
+    users, items, ratings = read_delimited(
         path,
         sep="\t",
         header=False,
@@ -251,7 +109,7 @@ def read_movielens_dat(path: str) -> Interactions:
 def read_movielens_100k(path: str) -> Interactions:
     """ML-100K `u.data`: tab-separated `user item rating timestamp`, no header."""
     check_file(path, "MovieLens 100K u.data")
-    users, items, ratings = _delimited(
+    users, items, ratings = read_delimited(
         path,
         sep="\t",
         header=False,
@@ -281,13 +139,13 @@ def read_msd_triplets(path: str) -> Interactions:
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        _scan_lines(path, _fields_checker(lambda s: s.split("\t"), ["any", "any", "int"], expected))
+        scan_lines(path, fields_checker(lambda s: s.split("\t"), ["any", "any", "int"], expected))
         raise DataError(f"{path}: {e}".replace("\n", " ")) from None
     for name in ("user", "song", "count"):
         column = table.column(name)
         if column.null_count or (name != "count" and pc.any(pc.equal(column, "")).as_py()):
-            _scan_lines(
-                path, _fields_checker(lambda s: s.split("\t"), ["any", "any", "int"], expected)
+            scan_lines(
+                path, fields_checker(lambda s: s.split("\t"), ["any", "any", "int"], expected)
             )
 
     def encode(column):
@@ -334,7 +192,7 @@ def _parse_netflix(path: str, data: bytes) -> tuple[np.ndarray, ...]:
     """(movie, user, rating) per rating row of one Netflix file's bytes."""
     heads = list(_MOVIE_LINE.finditer(data))
     if not heads or data[: heads[0].start()].strip():
-        _scan_lines(path, _netflix_check({}))
+        scan_lines(path, _netflix_check({}))
         raise DataError(f"{path}: expected a 'MOVIE_ID:' line first")
     bodies, movies, counts = [], [], []
     for k, head in enumerate(heads):
@@ -362,7 +220,7 @@ def _parse_netflix(path: str, data: bytes) -> tuple[np.ndarray, ...]:
         ):
             raise ValueError("bad rows")
     except ValueError:
-        _scan_lines(path, _netflix_check({}))
+        scan_lines(path, _netflix_check({}))
         raise DataError(f"{path}: expected lines {_NETFLIX_EXPECTED}") from None
     movie = np.repeat(np.asarray(movies, np.int64), counts)
     return movie, users.astype(np.int64), ratings.astype(np.float64)
@@ -475,5 +333,7 @@ def read_interactions(
         if sep is None:
             sep = "\t" if path.endswith((".tsv", ".txt", ".dat")) else ","
         sep = {"\\t": "\t", "tab": "\t", "space": " "}.get(sep, sep)
-        arrays = _delimited(path, sep=sep, header=header, cols=cols, kinds=kinds, expected=expected)
+        arrays = read_delimited(
+            path, sep=sep, header=header, cols=cols, kinds=kinds, expected=expected
+        )
     return from_arrays(*arrays, source=path)
