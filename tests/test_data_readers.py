@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from test_data_liang import assert_same, reference_split
 
-from arm_jax.data import load_split, read_netflix, split_stats
+from arm_jax.data import load_given_split, load_split, read_netflix, split_stats
 
 RNG_SEED = 7
 
@@ -162,6 +162,10 @@ def test_lines_merge_and_resplit(tmp_path):
     )
     split = _load("lines", tmp_path, data_dir=str(tmp_path))
     assert_same(split, reference_split(file_order, None, 5, 0, rows.userId.nunique() // 10))
+    given = load_given_split(str(tmp_path))  # the folder's own split, as given
+    assert given.train.nnz == len(train_part) and given.test.nnz == len(test_part)
+    assert given.train.shape == given.test.shape == (rows.userId.nunique(), rows.movieId.nunique())
+    assert given.train.multiply(given.test).nnz == 0
 
 
 def test_parquet_split(tmp_path):

@@ -1,6 +1,6 @@
 """Data: raw readers, the Liang et al. split, downloads, the synthetic dataset, cache."""
 
-from arm_jax.data.load import load_split, read_parquet_split
+from arm_jax.data.load import GivenSplit, load_given_split, load_split, read_parquet_split
 from arm_jax.data.readers import (
     Interactions,
     from_arrays,
@@ -17,10 +17,12 @@ from arm_jax.data.synthetic import GROUP_NAMES, make_synthetic, synthetic_split
 
 __all__ = [
     "GROUP_NAMES",
+    "GivenSplit",
     "Interactions",
     "Split",
     "from_arrays",
     "liang_split",
+    "load_given_split",
     "make_synthetic",
     "load_split",
     "read_interactions",

@@ -1,11 +1,13 @@
 """`load_split`: find (or download) a dataset's files, read, split, and cache the result."""
 
+import dataclasses
 import glob
 import os
 import re
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from arm_jax.configs import split_options
 from arm_jax.data import cache, download, readers, synthetic
@@ -92,6 +94,35 @@ def _read(dataset, files, *, sep, header, columns, need_rating) -> readers.Inter
         )
     parts = [readers.read_lines(f) for f in files]
     return readers.concat(parts, source=os.path.dirname(files[0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class GivenSplit:
+    """A line-file folder's own train/test split (weak generalization: same users).
+
+    Attributes:
+      train, test: [n_users, n_items] float32 0/1 CSR from train.txt and test.txt.
+      user_ids, item_ids: raw ids of the rows and columns, ascending.
+    """
+
+    train: sp.csr_matrix
+    test: sp.csr_matrix
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+
+def load_given_split(data_dir: str) -> GivenSplit:
+    """`train.txt` / `test.txt` of an NGCF/LightGCN/KGAT folder as given, not re-split."""
+    parts = [readers.read_lines(_find(data_dir, n, "", "lines")) for n in ("train.txt", "test.txt")]
+    users = [p.user_ids[p.user] for p in parts]
+    items = [p.item_ids[p.item] for p in parts]
+    user_ids, item_ids = np.unique(np.concatenate(users)), np.unique(np.concatenate(items))
+    shape = (len(user_ids), len(item_ids))
+    mats = [
+        binary_csr(np.searchsorted(user_ids, u), np.searchsorted(item_ids, i), shape)
+        for u, i in zip(users, items)
+    ]
+    return GivenSplit(*mats, user_ids=user_ids, item_ids=item_ids)
 
 
 def read_parquet_split(files: list[str], dataset: str = "parquet_split") -> Split:
