@@ -15,14 +15,23 @@ A grid file (JSON) overrides any of these: `{"C": [...], "B": [...]}` for every 
 `{"<model>": {"C": [...]}}` per model.
 """
 
+import concurrent.futures
 import dataclasses
 import itertools
 import math
+import multiprocessing
 import os
+from collections.abc import Callable
 
 import pandas as pd
 
-from arm_jax.configs import ADVERSARIAL_MODELS, MODELS, ModelConfig, model_config
+from arm_jax.configs import (
+    ADVERSARIAL_MODELS,
+    MODELS,
+    ModelConfig,
+    model_config,
+    validate_model_config,
+)
 from arm_jax.errors import ConfigError, DataError
 from arm_jax.io import read_json
 
@@ -145,6 +154,17 @@ def collect_results(sweep_dir: str, cells: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ranked_view(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` sorted best first, with only the cell, its parameters and main metrics."""
+    keep = [
+        c
+        for c in table.columns
+        if not c.startswith(("valid_", "test_"))
+        or c in (SELECTION_METRIC, "valid_recall@20", "valid_recall@50", "test_ndcg@100")
+    ]
+    return table.sort_values(SELECTION_METRIC, ascending=False)[keep]
+
+
 def best_cell(table: pd.DataFrame, *, metric: str = SELECTION_METRIC) -> dict:
     """The row of `table` with the highest finite `metric` (first on ties), as a dict."""
     if metric not in table or table[metric].isna().all():
@@ -152,3 +172,162 @@ def best_cell(table: pd.DataFrame, *, metric: str = SELECTION_METRIC) -> dict:
     values = table[metric].astype(float)
     values = values.where(values.map(math.isfinite))
     return table.loc[values.idxmax()].to_dict()
+
+
+# --------------------------------------------------------------------------- running
+def configured(dataset: str, model: str, **overrides) -> ModelConfig:
+    """`model_config(dataset, model)` with the non-None `overrides` replacing any field.
+
+    Unlike passing them to `model_config`, an override may replace a value the dataset's
+    published defaults set (e.g. C from a sweep's best.json).
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(ModelConfig)}
+    if unknown:
+        raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
+    config = dataclasses.replace(model_config(dataset, model), **given)
+    validate_model_config(config, model)
+    return config
+
+
+def train_cell(
+    load_split: Callable[[], object],
+    *,
+    model: str,
+    config: ModelConfig,
+    workdir: str,
+    seed: int = 0,
+) -> str:
+    """Trains one cell with `arm_jax.experiment.run_experiment` unless it has finished.
+
+    Args:
+      load_split: returns the `Split` (picklable, e.g. a `functools.partial` of
+        `arm_jax.load_split`, so that worker processes can call it).
+      model, config, seed: as `run_experiment`.
+      workdir: the cell's folder; an unfinished existing one is resumed.
+
+    Returns:
+      `workdir`.
+    """
+    if is_finished(workdir):
+        return workdir
+    from arm_jax.experiment import run_experiment  # JAX only where training happens
+
+    resume = os.path.isdir(workdir) and model in ADVERSARIAL_MODELS
+    run_experiment(
+        load_split(), model=model, config=config, workdir=workdir, seed=seed, resume=resume
+    )
+    return workdir
+
+
+def run_sweep(
+    load_split: Callable[[], object],
+    *,
+    model: str,
+    base_config: ModelConfig,
+    cells: list[dict],
+    sweep_dir: str,
+    num_workers: int = 1,
+    seed: int = 0,
+) -> list[str]:
+    """Trains every unfinished cell of a grid, in this process or in `num_workers` ones.
+
+    Args:
+      load_split: see `train_cell`; called once here, or once per cell in a worker.
+      model: the model swept.
+      base_config: the settings every cell starts from; a cell replaces its parameters.
+      cells: `expand_grid` output.
+      sweep_dir: one sub-folder per cell (`cell_name`).
+      num_workers: > 1 runs cells in that many spawned processes.
+      seed: every cell's seed.
+
+    Returns:
+      The cell folders, in `cells` order.
+    """
+    jobs = [
+        dict(
+            model=model,
+            config=dataclasses.replace(base_config, **params),
+            workdir=os.path.join(sweep_dir, cell_name(params)),
+            seed=seed,
+        )
+        for params in cells
+    ]
+    todo = [job for job in jobs if not is_finished(job["workdir"])]
+    if num_workers <= 1 or len(todo) <= 1:
+        if todo:
+            split = load_split()
+            for job in todo:
+                train_cell(lambda: split, **job)
+    else:
+        context = multiprocessing.get_context("spawn")  # JAX does not survive fork
+        with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+            for future in [pool.submit(train_cell, load_split, **job) for job in todo]:
+                future.result()
+    return [job["workdir"] for job in jobs]
+
+
+def sweep_report(table: pd.DataFrame, best: dict, *, dataset: str, model: str) -> dict:
+    """The best.json content: the winning cell's swept parameters and its metrics."""
+    params = {k: best[k] for k in swept_parameters(model) if k in best}
+    return {
+        "dataset": dataset,
+        "model": model,
+        "selection": SELECTION_METRIC,
+        "cell": best["cell"],
+        "hyperparameters": params,
+        "metrics": {k: v for k, v in best.items() if k.startswith(("valid_", "test_"))},
+        "n_cells_finished": int(len(table)),
+    }
+
+
+def best_overrides(paths: list[str]) -> dict[str, dict]:
+    """{model: hyperparameters} of the best.json files at `paths` (one per model)."""
+    overrides = {}
+    for path in paths:
+        try:
+            best = read_json(path)
+            overrides[best["model"]] = dict(best["hyperparameters"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"{path}: not a sweep's best.json ({e})") from e
+    return overrides
+
+
+def reproduce_models(
+    load_split: Callable[[], object],
+    *,
+    dataset: str,
+    workdir: str,
+    models: tuple[str, ...] = MODELS,
+    best: dict[str, dict] | None = None,
+    overrides: dict | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Trains (or reuses, when results.json exists) each model into `<workdir>/<model>/`.
+
+    Args:
+      load_split: see `train_cell`; called at most once.
+      dataset: picks the `model_config` defaults.
+      workdir: the parent folder.
+      models: which models.
+      best: {model: hyperparameters} from sweeps (`best_overrides`); else the defaults.
+      overrides: settings applied to every model before `best` (e.g. max_epochs).
+      seed: every run's seed.
+
+    Returns:
+      The model workdirs, in `models` order.
+    """
+    loaded = []
+
+    def load_once():
+        if not loaded:
+            loaded.append(load_split())
+        return loaded[0]
+
+    workdirs = []
+    for model in models:
+        given = {**(overrides or {}), **(best or {}).get(model, {})}
+        config = configured(dataset, model, **given)
+        path = os.path.join(workdir, model)
+        workdirs.append(train_cell(load_once, model=model, config=config, workdir=path, seed=seed))
+    return workdirs

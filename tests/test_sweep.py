@@ -2,14 +2,19 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from arm_jax import sweep
 from arm_jax.configs import model_config
 from arm_jax.errors import ConfigError, DataError
 from arm_jax.io import write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("model", ["ease", "ease_ipw", "arm", "rlarm", "rlarm_nn"])
@@ -66,3 +71,64 @@ def test_collect_results_and_best_cell(tmp_path):
     assert json.loads(json.dumps({k: best[k] for k in ("C", "beta")})) == cells[k]
     with pytest.raises(DataError):
         sweep.best_cell(sweep.collect_results(str(tmp_path / "none"), cells))
+
+
+# ------------------------------------------------------------------ launch smoke runs
+def _launch(script, *args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "launch", script), *args],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+
+
+def test_sweep_then_reproduce_smoke(tmp_path):
+    grid = str(tmp_path / "grid.json")
+    write_json(grid, {"C": [0.002, 0.01]})
+    sweep_dir = tmp_path / "sweep"
+    args = ["--dataset=synthetic", "--model=ease", f"--sweep_dir={sweep_dir}", f"--grid={grid}"]
+    proc = _launch("sweep.py", *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("sweep.csv", "sweep.md", "best.json", "C=0.002/results.json"):
+        assert (sweep_dir / name).exists(), name
+    best = json.loads((sweep_dir / "best.json").read_text())
+    table = pd.read_csv(sweep_dir / "sweep.csv")
+    assert len(table) == 2 and best["metrics"]["valid_ndcg@100"] == table["valid_ndcg@100"].max()
+    stamp = os.path.getmtime(sweep_dir / "C=0.01" / "results.json")
+    assert _launch("sweep.py", *args).returncode == 0  # resumes: nothing retrained
+    assert os.path.getmtime(sweep_dir / "C=0.01" / "results.json") == stamp
+
+    work = tmp_path / "repro"
+    proc = _launch(
+        "reproduce.py", "--dataset=synthetic", f"--workdir={work}", "--models=ease,ease_ipw",
+        f"--best={sweep_dir / 'best.json'}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads((work / "ease" / "config.json").read_text())
+    assert config["hyperparameters"]["C"] == best["hyperparameters"]["C"]
+    for name in ("table2.md", "fig1_loss_by_fold_in.png", "fig2_worst_users.png", "groups.csv"):
+        assert (work / "analysis" / name).exists(), name
+
+
+def test_reproduce_adversarial_smoke(tmp_path):
+    pytest.importorskip("arm_jax.training")
+    proc = _launch(
+        "reproduce.py", "--dataset=synthetic", f"--workdir={tmp_path}", "--max_epochs=2",
+        "--patience=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for model in ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn"):
+        assert (tmp_path / model / "per_user_test.npz").exists(), model
+    for name in ("table2.csv", "fig2_worst_users.csv", "adversary_auc.csv", "analysis.json"):
+        assert (tmp_path / "analysis" / name).exists(), name
+
+
+def test_configured_overrides_published_values():
+    config = sweep.configured("ml-20m", "rlarm", C=0.123, B=None, max_epochs=3)
+    assert config.C == 0.123 and config.max_epochs == 3
+    assert config.B == model_config("ml-20m", "rlarm").B
+    with pytest.raises(ConfigError):
+        sweep.configured("ml-20m", "rlarm", B=-1.0)
+    with pytest.raises(ConfigError):
+        sweep.configured("ml-20m", "rlarm", nonsense=1)

@@ -1,0 +1,64 @@
+r"""Trains (or reuses) EASE, EASE-IPW, ARM, R-LARM and R-LARM(NN), then analyzes them.
+
+  python launch/reproduce.py --dataset=ml-20m --data_dir=data/ml-20m \
+      --workdir=runs/ml-20m --best=runs/ml-20m/sweep_rlarm/best.json
+
+Each model goes to <workdir>/<model>/ (skipped when its results.json exists) with the
+hyperparameters of its sweep's best.json if given, else the defaults of
+arm_jax/configs.py; Table 2 and Figures 1-2 go to <workdir>/analysis/.
+"""
+
+import functools
+import os
+import sys
+
+from absl import app, flags
+
+from arm_jax import configs, report, sweep
+from arm_jax.data import load_split
+from arm_jax.errors import ArmJaxError
+
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset name (see arm_jax.configs).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of the dataset's files.")
+_DATA_PATH = flags.DEFINE_string("data_path", None, "One interactions file instead.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Parent folder of the model workdirs.")
+_MODELS = flags.DEFINE_list("models", list(configs.MODELS), "Models to train (EASE needed).")
+_BEST = flags.DEFINE_list("best", [], "best.json files of sweeps (one per model).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of every run.")
+_MAX_EPOCHS = flags.DEFINE_integer("max_epochs", None, "Override max_epochs of every model.")
+_PATIENCE = flags.DEFINE_integer("patience", None, "Override patience of every model.")
+flags.mark_flags_as_required(["dataset", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        unknown = set(_MODELS.value) - set(configs.MODELS)
+        if unknown:
+            raise configs.ConfigError(f"--models: unknown {', '.join(sorted(unknown))}")
+        load = functools.partial(
+            load_split, _DATASET.value, _DATA_DIR.value, data_path=_DATA_PATH.value,
+            seed=_SEED.value,
+        )  # fmt: skip
+        workdirs = sweep.reproduce_models(
+            load,
+            dataset=_DATASET.value,
+            workdir=_WORKDIR.value,
+            models=tuple(_MODELS.value),
+            best=sweep.best_overrides(_BEST.value),
+            overrides={"max_epochs": _MAX_EPOCHS.value, "patience": _PATIENCE.value},
+            seed=_SEED.value,
+        )
+        analysis = report.analyze_workdirs(workdirs)
+        outdir = os.path.join(_WORKDIR.value, "analysis")
+        report.write_report(analysis, outdir)
+    except ArmJaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(report.summary_markdown(analysis))
+    print(f"analysis written to {outdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
