@@ -126,6 +126,7 @@ def test_unknown_dataset_and_option(tmp_path):
     _fails(tmp_path, ConfigError, "unknown dataset 'ml-30m'", dataset="ml-30m")
     (tmp_path / "ratings.csv").write_text(HEADER + GOOD)
     _fails(tmp_path, ConfigError, "unknown option", data_dir=str(tmp_path), colour="red")
+    _fails(tmp_path, ConfigError, "unknown option", dataset="synthetic", colour="red")
 
 
 def test_netflix_cannot_be_downloaded(tmp_path):

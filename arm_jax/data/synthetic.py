@@ -10,12 +10,15 @@ the majority's co-occurrences and popular items, so minority users get worse ran
 simply because they are few. The group label of every user is kept through the split.
 """
 
+import inspect
+
 import numpy as np
 import pandas as pd
 
 from arm_jax.configs import SplitOptions
 from arm_jax.data import readers
 from arm_jax.data.split import Split, liang_split
+from arm_jax.errors import ConfigError
 
 GROUP_NAMES = ("majority", "niche_a", "niche_b")
 
@@ -144,6 +147,9 @@ def synthetic_split(*, seed: int = 0, options: SplitOptions | None = None, **kwa
         h is None, i.e. 10% of the users).
       **kwargs: passed to `make_synthetic`.
     """
+    unknown = set(kwargs) - set(inspect.signature(make_synthetic).parameters)
+    if unknown:
+        raise ConfigError(f"unknown option(s) for synthetic: {', '.join(sorted(unknown))}")
     frame, groups = make_synthetic(seed=seed, **kwargs)
     inter = readers.from_arrays(
         frame["user"].to_numpy(), frame["item"].to_numpy(), source=f"synthetic(seed={seed})"
