@@ -138,7 +138,7 @@ def model_config(dataset: str, model: str, **overrides) -> ModelConfig:
     unknown = set(given) - {f.name for f in dataclasses.fields(ModelConfig)}
     if unknown:
         raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
-    config = dataclasses.replace(ModelConfig(), **table.get(model, {}), **given)
+    config = dataclasses.replace(ModelConfig(), **{**table.get(model, {}), **given})
     validate_model_config(config, model)
     return config
 

@@ -143,7 +143,15 @@ def _spd_inverse_host(a: np.ndarray) -> np.ndarray:
     p, info = potri(c, lower=True, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"potri failed (info={info})")
-    return np.tril(p) + np.tril(p, -1).T
+    # Mirror the lower triangle in place, a block of columns at a time: a full
+    # `tril + tril.T` would need two more n×n temporaries (6.8 GB each at 41k items).
+    n, step = p.shape[0], 2048
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        block = p[start:stop, start:stop]
+        block[:] = np.tril(block) + np.tril(block, -1).T
+        p[start:stop, stop:] = p[stop:, start:stop].T
+    return p
 
 
 def _spd_inverse(a: jax.Array) -> jax.Array:

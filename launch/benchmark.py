@@ -1,0 +1,74 @@
+r"""Speed benchmarks (timings live here, never in tests).
+
+  python launch/benchmark.py --what=ease --data=amazon-book      # CPU, NumPy baseline too
+  python launch/benchmark.py --what=ease --data=ml-20m-shape,msd-shape --nobaseline  # GPU
+  python launch/benchmark.py --what=train --data=amazon-book      # R-LARM epochs
+
+--data takes real folders under $ARM_JAX_TEST_DATA (amazon-book, gowalla: merged and
+re-split with the strong-generalization split) or synthetic matrices of the paper's
+shapes (ml-20m-shape, msd-shape). Prints one JSON line per case and writes them to --out.
+"""
+
+import json
+import os
+import sys
+
+import _bench_ease
+import jax
+from absl import app, flags
+
+from arm_jax import io
+from arm_jax.data import load_split
+from arm_jax.errors import ArmJaxError
+
+WHAT = flags.DEFINE_enum("what", "ease", ["ease", "train"], "What to time.")
+DATA = flags.DEFINE_list("data", ["amazon-book"], "Cases: amazon-book, gowalla, *-shape.")
+DATA_ROOT = flags.DEFINE_string(
+    "data_root", os.environ.get("ARM_JAX_TEST_DATA"), "Folder holding amazon-book/, gowalla/."
+)
+BASELINE = flags.DEFINE_bool("baseline", True, "Also time the NumPy float64 inv baseline.")
+C = flags.DEFINE_float("C", 0.002, "EASE regulariser (authors' scaling).")
+PRODUCTS = flags.DEFINE_list("products", ["dense", "sparse"], "train: x_u W products to time.")
+STEPS = flags.DEFINE_integer("steps", 10, "train: timed steps per product (after compiling).")
+OUT = flags.DEFINE_string("out", None, "Append the JSON lines here too.")
+
+
+def _case(name: str):
+    """(training matrix, (fold-in, held-out) for a metric check or None, batch size)."""
+    if name in _bench_ease.SHAPES:
+        users, items, nnz = _bench_ease.SHAPES[name]
+        return _bench_ease.synthetic_matrix(users, items, nnz), None
+    if not DATA_ROOT.value:
+        raise ArmJaxError(f"--data={name} needs --data_root or $ARM_JAX_TEST_DATA")
+    split = load_split("lines", os.path.join(DATA_ROOT.value, name))
+    return split.train, (split.valid_tr, split.valid_te)
+
+
+def main(argv):
+    del argv
+    rows = []
+    try:
+        for name in DATA.value:
+            x, eval_data = _case(name)
+            if WHAT.value == "ease":
+                row = _bench_ease.run_ease_benchmark(
+                    name, x, C=C.value, baseline=BASELINE.value, eval_data=eval_data
+                )
+            else:
+                import _bench_train
+
+                row = _bench_train.run_train_benchmark(
+                    name, x, products=PRODUCTS.value, steps=STEPS.value
+                )
+            row["device"] = str(jax.devices()[0].device_kind)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    except ArmJaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if OUT.value:
+        io.write_text(OUT.value, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,93 @@
+"""End-to-end smoke runs of launch/train.py for the closed-form models, and its errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.environ.get("ARM_JAX_TEST_DATA")
+
+
+def _train(tmp_path, *args, check=True):
+    env = dict(os.environ, ARM_JAX_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "train.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def _check_workdir(workdir, model):
+    results = json.load(open(workdir / "results.json"))
+    config = json.load(open(workdir / "config.json"))
+    assert results["model"] == model and config["model"] == model
+    assert config["version"] and config["data"]["n_items"] > 0
+    for part in ("valid", "test"):
+        summary = results[part]
+        per_user = np.load(workdir / f"per_user_{part}.npz")
+        for name in ("ndcg@100", "recall@20", "recall@50"):
+            values = per_user[name]
+            assert len(values) == summary["n_users"] == len(per_user["user_ids"])
+            assert summary[name] == pytest.approx(values.mean(), rel=1e-6)
+            assert summary[name + "_se"] == pytest.approx(
+                values.std(ddof=1) / np.sqrt(len(values)), rel=1e-5
+            )
+            assert 0 < summary[name] < 1
+        assert np.all(per_user["n_heldout"] > 0)
+    return results
+
+
+@pytest.mark.parametrize("model,extra", [("ease", ["--C=0.01"]), ("ease_ipw", ["--beta=0.5"])])
+def test_closed_form_models_on_synthetic(tmp_path, model, extra):
+    out = _train(tmp_path, f"--model={model}", "--workdir=run", *extra)
+    assert "| test |" in out.stdout
+    results = _check_workdir(tmp_path / "run", model)
+    assert set(results["seconds"]) >= {"gram", "solve", "evaluate"}
+    w = np.load(tmp_path / "run" / "model.npz")["W"]
+    assert np.all(np.diag(w) == 0)
+    # The synthetic data carries its planted groups into the per-user files.
+    assert set(np.unique(np.load(tmp_path / "run" / "per_user_test.npz")["group"])) >= {0, 1}
+
+
+def test_l2_spelling_and_float64(tmp_path):
+    _train(tmp_path, "--workdir=a", "--C=0.01")
+    n_train = json.load(open(tmp_path / "a" / "config.json"))["data"]["n_train_users"]
+    _train(tmp_path, "--workdir=b", f"--l2={0.01 * n_train}", "--float64")
+    a = json.load(open(tmp_path / "a" / "results.json"))["test"]
+    b = json.load(open(tmp_path / "b" / "results.json"))["test"]
+    assert json.load(open(tmp_path / "b" / "config.json"))["dtype"] == "float64"
+    assert b["ndcg@100"] == pytest.approx(a["ndcg@100"], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model=svd"], "unknown model"),
+        (["--C=0"], "--C must be > 0"),
+        (["--model=ease_ipw", "--beta=-1"], "--beta must be >= 0"),
+        (["--C=0.1", "--l2=3"], "not both"),
+    ],
+)
+def test_bad_input_is_one_line_error(tmp_path, args, message):
+    out = _train(tmp_path, "--workdir=run", *args, check=False)
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(not DATA, reason="ARM_JAX_TEST_DATA unset")
+@pytest.mark.parametrize("dataset", ["ml-100k", "ml-latest-small"])
+def test_ease_on_real_data(tmp_path, dataset):
+    _train(tmp_path, f"--dataset={dataset}", f"--data_dir={DATA}/{dataset}", "--workdir=run")
+    results = _check_workdir(tmp_path / "run", "ease")
+    assert results["test"]["ndcg@100"] > 0.2
