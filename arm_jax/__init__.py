@@ -1,3 +1,70 @@
-"""arm_jax: adversarially reweighted recommenders (RecSys'22) as pure JAX functions."""
+"""arm_jax: adversarially reweighted recommenders (RecSys'22) as pure JAX functions.
+
+The public API, by layer:
+- data: `load_split`, `Split`, `split_stats`, `make_synthetic`;
+- metrics: `ndcg_at_k`, `recall_at_k`, `evaluate`, `summarize`;
+- EASE: `fit_ease`, `gram_matrix`, `ease_from_gram`, `ipw_weights`, `predict`,
+  `save_model`, `load_model`;
+- experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
+- analysis: `analyze_workdirs`, `write_report`, `overall_table`,
+  `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`.
+"""
 
 __version__ = "0.1.0"
+
+from arm_jax.analysis import (
+    group_table,
+    loss_by_fold_in,
+    overall_table,
+    roc_auc,
+    worst_users_improvement,
+)
+from arm_jax.configs import ModelConfig, SplitOptions, model_config, split_options
+from arm_jax.data import Split, load_split, make_synthetic, split_stats
+from arm_jax.ease import (
+    ease_from_gram,
+    fit_ease,
+    gram_matrix,
+    ipw_weights,
+    load_model,
+    predict,
+    save_model,
+)
+from arm_jax.errors import ArmJaxError, ConfigError, DataError
+from arm_jax.experiment import evaluate_model, run_experiment
+from arm_jax.metrics import evaluate, ndcg_at_k, recall_at_k, summarize
+from arm_jax.report import analyze_workdirs, write_report
+
+__all__ = [
+    "ArmJaxError",
+    "ConfigError",
+    "DataError",
+    "ModelConfig",
+    "Split",
+    "SplitOptions",
+    "analyze_workdirs",
+    "ease_from_gram",
+    "evaluate",
+    "evaluate_model",
+    "fit_ease",
+    "gram_matrix",
+    "group_table",
+    "ipw_weights",
+    "load_model",
+    "load_split",
+    "loss_by_fold_in",
+    "make_synthetic",
+    "model_config",
+    "ndcg_at_k",
+    "overall_table",
+    "predict",
+    "recall_at_k",
+    "roc_auc",
+    "run_experiment",
+    "save_model",
+    "split_options",
+    "split_stats",
+    "summarize",
+    "worst_users_improvement",
+    "write_report",
+]
