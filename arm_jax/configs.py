@@ -120,7 +120,13 @@ _PAPER = {
     },
 }
 # Smaller datasets: chosen on validation NDCG@100 (see README, "Defaults for small data").
-_SMALL: dict[str, dict[str, dict]] = {}
+# EASE: C in {0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}; EASE-IPW: C in {0.05, ..., 2} × β in
+# {0.2, 0.4, ..., 1.0}; `launch/sweep.py --grid=...` with the grid in the README.
+_SMALL: dict[str, dict[str, dict]] = {
+    "synthetic": {"ease": dict(C=0.2), "ease_ipw": dict(C=0.1, beta=0.8)},
+    "ml-100k": {"ease": dict(C=0.5), "ease_ipw": dict(C=0.2, beta=0.4)},
+    "ml-latest-small": {"ease": dict(C=0.2), "ease_ipw": dict(C=0.2, beta=0.4)},
+}
 
 MODEL_DEFAULTS: dict[str, dict[str, dict]] = {**_PAPER, **_SMALL}
 
