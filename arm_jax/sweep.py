@@ -30,7 +30,6 @@ from arm_jax.configs import (
     MODELS,
     ModelConfig,
     model_config,
-    validate_model_config,
 )
 from arm_jax.errors import ConfigError, DataError
 from arm_jax.io import read_json
@@ -175,21 +174,6 @@ def best_cell(table: pd.DataFrame, *, metric: str = SELECTION_METRIC) -> dict:
 
 
 # --------------------------------------------------------------------------- running
-def configured(dataset: str, model: str, **overrides) -> ModelConfig:
-    """`model_config(dataset, model)` with the non-None `overrides` replacing any field.
-
-    Unlike passing them to `model_config`, an override may replace a value the dataset's
-    published defaults set (e.g. C from a sweep's best.json).
-    """
-    given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(given) - {f.name for f in dataclasses.fields(ModelConfig)}
-    if unknown:
-        raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
-    config = dataclasses.replace(model_config(dataset, model), **given)
-    validate_model_config(config, model)
-    return config
-
-
 def train_cell(
     load_split: Callable[[], object],
     *,
@@ -327,7 +311,7 @@ def reproduce_models(
     workdirs = []
     for model in models:
         given = {**(overrides or {}), **(best or {}).get(model, {})}
-        config = configured(dataset, model, **given)
+        config = model_config(dataset, model, **given)
         path = os.path.join(workdir, model)
         workdirs.append(train_cell(load_once, model=model, config=config, workdir=path, seed=seed))
     return workdirs

@@ -38,7 +38,7 @@ def main(argv):
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     dataset, model, out = _DATASET.value, _MODEL.value, _SWEEP_DIR.value
     try:
-        base = sweep.configured(
+        base = configs.model_config(
             dataset, model, max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value
         )
         cells = sweep.expand_grid(sweep.load_grid(_GRID.value, dataset, model))

@@ -124,11 +124,11 @@ def test_reproduce_adversarial_smoke(tmp_path):
         assert (tmp_path / "analysis" / name).exists(), name
 
 
-def test_configured_overrides_published_values():
-    config = sweep.configured("ml-20m", "rlarm", C=0.123, B=None, max_epochs=3)
+def test_model_config_overrides_published_values():
+    config = model_config("ml-20m", "rlarm", C=0.123, B=None, max_epochs=3)
     assert config.C == 0.123 and config.max_epochs == 3
     assert config.B == model_config("ml-20m", "rlarm").B
     with pytest.raises(ConfigError):
-        sweep.configured("ml-20m", "rlarm", B=-1.0)
+        model_config("ml-20m", "rlarm", B=-1.0)
     with pytest.raises(ConfigError):
-        sweep.configured("ml-20m", "rlarm", nonsense=1)
+        model_config("ml-20m", "rlarm", nonsense=1)
