@@ -40,11 +40,11 @@ SEED = flags.DEFINE_integer("seed", 0, "Seed (the synthetic data; the split uses
 NO_CACHE = flags.DEFINE_bool("no_cache", False, "Neither read nor write the split cache.")
 
 
-def load_split_from_flags(**options) -> Split:
-    """`arm_jax.data.load_split` with the values of the flags above."""
-    return load_split(
-        DATASET.value,
-        DATA_DIR.value,
+def split_arguments() -> dict:
+    """The keyword arguments of `arm_jax.data.load_split` that the flags above set."""
+    return dict(
+        dataset=DATASET.value,
+        data_dir=DATA_DIR.value,
         data_path=DATA_PATH.value,
         cache_dir=CACHE_DIR.value,
         rating_threshold=RATING_THRESHOLD.value,
@@ -56,5 +56,9 @@ def load_split_from_flags(**options) -> Split:
         columns=COLUMNS.value,
         seed=SEED.value,
         use_cache=not NO_CACHE.value,
-        **options,
     )
+
+
+def load_split_from_flags(**options) -> Split:
+    """`arm_jax.data.load_split` with the values of the flags above."""
+    return load_split(**split_arguments(), **options)

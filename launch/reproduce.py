@@ -12,22 +12,19 @@ import functools
 import os
 import sys
 
+import _data_flags
 from absl import app, flags
 
 from arm_jax import configs, report, sweep
 from arm_jax.data import load_split
 from arm_jax.errors import ArmJaxError
 
-_DATASET = flags.DEFINE_string("dataset", None, "Dataset name (see arm_jax.configs).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of the dataset's files.")
-_DATA_PATH = flags.DEFINE_string("data_path", None, "One interactions file instead.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent folder of the model workdirs.")
 _MODELS = flags.DEFINE_list("models", list(configs.MODELS), "Models to train (EASE needed).")
 _BEST = flags.DEFINE_list("best", [], "best.json files of sweeps (one per model).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of every run.")
 _MAX_EPOCHS = flags.DEFINE_integer("max_epochs", None, "Override max_epochs of every model.")
 _PATIENCE = flags.DEFINE_integer("patience", None, "Override patience of every model.")
-flags.mark_flags_as_required(["dataset", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -37,18 +34,15 @@ def main(argv):
         unknown = set(_MODELS.value) - set(configs.MODELS)
         if unknown:
             raise configs.ConfigError(f"--models: unknown {', '.join(sorted(unknown))}")
-        load = functools.partial(
-            load_split, _DATASET.value, _DATA_DIR.value, data_path=_DATA_PATH.value,
-            seed=_SEED.value,
-        )  # fmt: skip
+        load = functools.partial(load_split, **_data_flags.split_arguments())
         workdirs = sweep.reproduce_models(
             load,
-            dataset=_DATASET.value,
+            dataset=_data_flags.DATASET.value,
             workdir=_WORKDIR.value,
             models=tuple(_MODELS.value),
             best=sweep.best_overrides(_BEST.value),
             overrides={"max_epochs": _MAX_EPOCHS.value, "patience": _PATIENCE.value},
-            seed=_SEED.value,
+            seed=_data_flags.SEED.value,
         )
         analysis = report.analyze_workdirs(workdirs)
         outdir = os.path.join(_WORKDIR.value, "analysis")

@@ -11,6 +11,7 @@ import functools
 import os
 import sys
 
+import _data_flags
 from absl import app, flags
 
 from arm_jax import configs, report, sweep
@@ -18,17 +19,13 @@ from arm_jax.data import load_split
 from arm_jax.errors import ArmJaxError
 from arm_jax.io import write_json, write_text
 
-_DATASET = flags.DEFINE_string("dataset", None, "Dataset name (see arm_jax.configs).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of the dataset's files.")
-_DATA_PATH = flags.DEFINE_string("data_path", None, "One interactions file instead.")
 _MODEL = flags.DEFINE_enum("model", None, list(configs.MODELS), "Model to sweep.")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Output folder (one sub-folder per cell).")
 _GRID = flags.DEFINE_string("grid", None, "JSON grid file overriding the default grid.")
 _WORKERS = flags.DEFINE_integer("num_workers", 1, "Cells trained in parallel processes.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of every cell.")
 _MAX_EPOCHS = flags.DEFINE_integer("max_epochs", None, "Override max_epochs of every cell.")
 _PATIENCE = flags.DEFINE_integer("patience", None, "Override patience of every cell.")
-flags.mark_flags_as_required(["dataset", "model", "sweep_dir"])
+flags.mark_flags_as_required(["model", "sweep_dir"])
 
 
 def main(argv):
@@ -36,18 +33,16 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if _WORKERS.value > 1:  # several processes share one accelerator
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    dataset, model, out = _DATASET.value, _MODEL.value, _SWEEP_DIR.value
+    dataset, model, out = _data_flags.DATASET.value, _MODEL.value, _SWEEP_DIR.value
     try:
         base = configs.model_config(
             dataset, model, max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value
         )
         cells = sweep.expand_grid(sweep.load_grid(_GRID.value, dataset, model))
-        load = functools.partial(
-            load_split, dataset, _DATA_DIR.value, data_path=_DATA_PATH.value, seed=_SEED.value
-        )
+        load = functools.partial(load_split, **_data_flags.split_arguments())
         sweep.run_sweep(
             load, model=model, base_config=base, cells=cells, sweep_dir=out,
-            num_workers=_WORKERS.value, seed=_SEED.value,
+            num_workers=_WORKERS.value, seed=_data_flags.SEED.value,
         )  # fmt: skip
         table = sweep.collect_results(out, cells)
         best = sweep.sweep_report(table, sweep.best_cell(table), dataset=dataset, model=model)
