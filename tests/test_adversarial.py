@@ -1,0 +1,241 @@
+"""Adversarial models: gradients, weights, the EASE fixed point, ascent, products, retrace."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from arm_jax import adversarial as adv
+from arm_jax import configs
+from arm_jax.errors import ConfigError
+from arm_jax.products import batch_product, densify, make_batch
+
+
+def _random_x(rng, m, n, density=0.3, min_items=1):
+    x = (rng.random((m, n)) < density).astype(np.float32)
+    x[np.arange(m), rng.integers(0, n, m)] = 1.0  # nobody empty
+    if min_items > 1:
+        for u in range(m):
+            x[u, rng.choice(n, min_items, replace=False)] = 1.0
+    return sp.csr_matrix(x)
+
+
+def _config(**kw):
+    base = dict(C=0.01, B=1.0, learning_rate=1e-2, hidden_dim=3, batch_size=8)
+    return configs.model_config("synthetic", "rlarm", **{**base, **kw})
+
+
+def _ease_np(x, lam):
+    """Closed-form EASE, float64, authors' scaling P = (XᵀX/m + λI)⁻¹."""
+    x = np.asarray(x.todense(), np.float64)
+    m, n = x.shape
+    p = np.linalg.inv(x.T @ x / m + lam * np.eye(n))
+    w = np.eye(n) - p / np.diag(p)[None, :]
+    np.fill_diagonal(w, 0.0)
+    return w
+
+
+def _learner_grad(W, x_csr, weights, C, product):
+    batch = make_batch(x_csr, np.arange(x_csr.shape[0]), x_csr.nnz + 3)
+    x = densify(batch)
+    return jax.grad(lambda p: adv.learner_loss(p, batch, x, weights, C=C, product=product)[0])(
+        {"W": jnp.asarray(W, jnp.float32)}
+    )["W"]
+
+
+@pytest.mark.parametrize("product", ["dense", "sparse"])
+def test_learner_gradient_matches_numpy(product):
+    rng = np.random.default_rng(0)
+    x_csr = _random_x(rng, 9, 7)
+    W = rng.normal(size=(7, 7)) * 0.3
+    w = rng.random(9)
+    w /= w.sum()
+    C = 0.3
+    # Hand-written: ∇ = −2 Xᵀ diag(w) (X − X W̃) + C W̃, off the diagonal; 0 on it.
+    x = np.asarray(x_csr.todense(), np.float64)
+    Wm = W.copy()
+    np.fill_diagonal(Wm, 0.0)
+    ref = -2.0 * x.T @ (w[:, None] * (x - x @ Wm)) + C * Wm
+    np.fill_diagonal(ref, 0.0)
+    got = np.asarray(_learner_grad(W, x_csr, jnp.asarray(w, jnp.float32), C, product))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_adversary_weights_sum_to_one():
+    scores = jnp.asarray(np.random.default_rng(1).normal(size=(5, 33)) * 3)
+    w = jax.vmap(adv.adversary_weights)(scores)
+    chex.assert_shape(w, (5, 33))
+    np.testing.assert_allclose(np.asarray(w.sum(-1)), 1.0, rtol=1e-6)
+    assert (np.asarray(w) > 0).all()
+
+
+def test_uniform_weights_fixed_point_is_ease_at_half_C():
+    # Σ_u (1/m)‖x_u − x_u W‖² + (C/2)‖W‖² has gradient −(2/m)XᵀX(I − W) + C W: the EASE
+    # stationarity condition with (XᵀX/m + (C/2)·I), i.e. the authors' C/2.
+    rng = np.random.default_rng(2)
+    x_csr = _random_x(rng, 40, 12, density=0.3)
+    m = x_csr.shape[0]
+    C = 0.2
+    uniform = jnp.full((m,), 1.0 / m)
+    at_half = np.asarray(_learner_grad(_ease_np(x_csr, C / 2), x_csr, uniform, C, "dense"))
+    at_full = np.asarray(_learner_grad(_ease_np(x_csr, C), x_csr, uniform, C, "dense"))
+    assert np.abs(at_half).max() < 1e-5
+    assert np.abs(at_full).max() > 1e-2
+
+    # And full-batch Adam steps (adversary frozen) converge there.
+    config = _config(C=C, learning_rate=3e-3, batch_size=m)
+    model = adv.make_model("arm")
+    state = adv.init_state(jax.random.PRNGKey(0), 12, adversary=model.adversary, config=config)
+    state = state.replace(adversary_params={"a": jnp.zeros((12, 1))})  # uniform weights
+    step = adv.make_step(model, config, warmup_steps=10**9)
+    batch = make_batch(x_csr, np.arange(m), x_csr.nnz)
+    for i in range(3000):
+        state, _ = step(state, batch, jax.random.PRNGKey(i))
+    got = np.asarray(adv.learner_matrix(state.params))
+    np.testing.assert_allclose(got, _ease_np(x_csr, C / 2), atol=2e-2)
+
+
+def test_arm_adversary_favours_users_with_more_items():
+    # Paper §5.3: the squared loss grows with a user's number of items, so ARM's
+    # adversary learns to up-weight heavy users.
+    rng = np.random.default_rng(3)
+    m, n = 64, 30
+    counts = rng.integers(1, 20, m)
+    dense = np.zeros((m, n), np.float32)
+    for u, c in enumerate(counts):
+        dense[u, rng.choice(n, c, replace=False)] = 1.0
+    x_csr = sp.csr_matrix(dense)
+    config = _config(C=0.05, B=0.01, learning_rate=1e-2, batch_size=m)
+    model = adv.make_model("arm")
+    state = adv.init_state(jax.random.PRNGKey(0), n, adversary=model.adversary, config=config)
+    step = adv.make_step(model, config, warmup_steps=0)
+    batch = make_batch(x_csr, np.arange(m), x_csr.nnz)
+    for i in range(200):
+        state, _ = step(state, batch, jax.random.PRNGKey(i))
+    scores = adv.adversary_scores(model.adversary.apply, state.adversary_params, x_csr)
+    assert np.corrcoef(scores, counts)[0, 1] > 0.5
+
+
+@pytest.mark.parametrize("name", ["arm", "rlarm", "rlarm_nn"])
+def test_ascent_step_increases_adversary_objective(name):
+    rng = np.random.default_rng(4)
+    x_csr = _random_x(rng, 16, 20, density=0.2)
+    config = _config(B=0.1, learning_rate=1e-3, batch_size=16)
+    model = adv.make_model(name)
+    state = adv.init_state(jax.random.PRNGKey(1), 20, adversary=model.adversary, config=config)
+    batch = make_batch(x_csr, np.arange(16), x_csr.nnz)
+    before = jax.device_get(state.adversary_params)  # the step donates the state
+    new, metrics = adv.make_step(model, config, warmup_steps=0)(state, batch, jax.random.PRNGKey(0))
+    x = densify(batch)
+    scores = batch_product(new.params["W"], batch, x, product="dense")
+
+    def objective(p):
+        return float(model.objective(p, model.adversary.apply, batch, x, scores, B=config.B))
+
+    np.testing.assert_allclose(float(metrics["adversary_objective"]), objective(before), rtol=1e-5)
+    assert objective(new.adversary_params) > objective(before)
+
+
+def test_rank_loss_matches_numpy_ndcg():
+    rng = np.random.default_rng(5)
+    x = (rng.random((6, 150)) < 0.1).astype(np.float32)
+    x[0] = 0.0  # no relevant item: NDCG 0, never NaN
+    scores = rng.normal(size=(6, 150)).astype(np.float32)
+    disc = 1.0 / np.log2(np.arange(2, 102))
+    ref = []
+    for s, rel in zip(scores, x):
+        top = np.argsort(-s, kind="stable")[:100]
+        n_rel = int(rel.sum())
+        idcg = disc[: min(n_rel, 100)].sum()
+        ref.append(1.0 - ((rel[top] * disc).sum() / idcg if n_rel else 0.0))
+    got = adv.rank_loss(jnp.asarray(scores), jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["arm", "rlarm_nn"])
+def test_sparse_and_dense_products_give_the_same_step(name):
+    rng = np.random.default_rng(6)
+    x_csr = _random_x(rng, 24, 40, density=0.1)
+    config = _config(batch_size=12)
+    model = adv.make_model(name)
+    batch = make_batch(x_csr, rng.permutation(24)[:12], 256)
+    out = {}
+    for product in ("dense", "sparse"):
+        state = adv.init_state(jax.random.PRNGKey(2), 40, adversary=model.adversary, config=config)
+        step = adv.make_step(model, config, warmup_steps=0, product=product)
+        state, metrics = step(state, batch, jax.random.PRNGKey(0))
+        state, metrics = step(state, batch, jax.random.PRNGKey(1))
+        out[product] = (jax.device_get(state.params), jax.device_get(state.adversary_params))
+    chex.assert_trees_all_close(out["dense"], out["sparse"], atol=1e-5, rtol=1e-5)
+
+
+def test_step_compiles_once_across_batches_and_warmup():
+    rng = np.random.default_rng(7)
+    x_csr = _random_x(rng, 30, 25, density=0.15)
+    config = _config(batch_size=10)
+    model = adv.make_model("rlarm")
+    state = adv.init_state(jax.random.PRNGKey(0), 25, adversary=model.adversary, config=config)
+    traced = chex.assert_max_traces(adv.gda_step, n=1)
+    step = jax.jit(
+        lambda s, b, k: traced(
+            s, b, k, model=model, C=config.C, B=config.B, product="sparse", warmup_steps=2
+        ),
+        donate_argnums=0,
+    )
+    actives = []
+    for i in range(4):  # steps 0–1 learner only, 2–3 with the adversary
+        batch = make_batch(x_csr, np.arange(i * 5, i * 5 + 10), 128)
+        state, metrics = step(state, batch, jax.random.PRNGKey(i))
+        actives.append(float(metrics["adversary_active"]))
+    assert actives == [0.0, 0.0, 1.0, 1.0]
+    assert int(state.step) == 4
+
+
+def test_learner_matrix_has_zero_diagonal_and_init_shapes():
+    config = _config(hidden_dim=4)
+    state = adv.init_state(jax.random.PRNGKey(0), 50, adversary=adv.NN_ADVERSARY, config=config)
+    W = adv.learner_matrix(state.params)
+    chex.assert_shape(W, (50, 50))
+    assert np.all(np.diag(np.asarray(W)) == 0)
+    chex.assert_shape(state.adversary_params["A0"], (50, 4))
+    chex.assert_shape(state.adversary_params["A1"], (4, 1))
+    a = adv.LINEAR_ADVERSARY.init(jax.random.PRNGKey(1), 5000, config)["a"]
+    assert abs(float(jnp.std(a)) - np.sqrt(2 / 5001)) < 0.2 * np.sqrt(2 / 5001)
+
+
+def test_custom_adversary_sees_item_counts():
+    # A researcher's adversary: linear in the items plus a weight on log(#items).
+    def init(key, n_items, config):
+        return {"a": jnp.zeros((n_items, 1)), "c": jnp.zeros(())}
+
+    def apply(params, batch):
+        counts = jax.ops.segment_sum(batch.vals, batch.rows, num_segments=batch.n_users)
+        return adv.sparse_matmul(batch, params["a"])[:, 0] + params["c"] * jnp.log1p(counts)
+
+    model = adv.Model(adv.Adversary(init, apply), adv.arm_objective)
+    rng = np.random.default_rng(8)
+    x_csr = _random_x(rng, 32, 20, density=0.3)
+    config = _config(B=0.01, batch_size=32)
+    state = adv.init_state(jax.random.PRNGKey(0), 20, adversary=model.adversary, config=config)
+    step = adv.make_step(model, config, warmup_steps=0)
+    batch = make_batch(x_csr, np.arange(32), x_csr.nnz)
+    for i in range(20):
+        state, _ = step(state, batch, jax.random.PRNGKey(i))
+    assert float(state.adversary_params["c"]) > 0  # heavier users have larger ARM losses
+
+
+def test_make_model_rejects_unknown_names():
+    with pytest.raises(ConfigError, match="unknown adversarial model"):
+        adv.make_model("gan")
+    with pytest.raises(ValueError, match="product"):
+        adv.make_step(adv.make_model("arm"), _config(), warmup_steps=0, product="blocked")
+
+
+def test_make_batch_rejects_overflow_and_pads_with_zeros():
+    x_csr = _random_x(np.random.default_rng(9), 6, 10, density=0.5)
+    with pytest.raises(ValueError, match="nnz_cap"):
+        make_batch(x_csr, np.arange(6), 3)
+    batch = make_batch(x_csr, np.array([4, 1]), 64)
+    np.testing.assert_array_equal(np.asarray(densify(batch)), x_csr[[4, 1]].toarray())
