@@ -1,0 +1,134 @@
+"""R-LARM step and epoch timings with the dense and the sparse `x_u W` product.
+
+Each product gets a fresh train state (Glorot W, linear adversary, the adversary active
+from step 0 so every step does the full descent–ascent work), one compiling step, then
+`steps` timed steps on fresh batches of the paper's size (1024 users; 8192 from 200k
+users up, as the paper's MSD runs). Seconds per epoch are extrapolated:
+s/step × floor(m / b). Peak device memory comes from the device's `memory_stats()`
+where it has them (GPUs), peak host RSS otherwise.
+
+  python launch/_bench_train.py amazon-book-shape sparse,dense 5   # standalone
+"""
+
+import resource
+import sys
+import time
+
+import jax
+import numpy as np
+import scipy.sparse as sp
+
+from arm_jax import adversarial, configs, training
+from arm_jax.products import make_batch
+
+SHAPES = {  # (users, items, nonzeros) of the training matrices
+    "amazon-book-shape": (56_543, 24_915, 522_000),
+    "ml-20m-shape": (116_677, 20_108, 8_000_000),
+    "msd-shape": (471_355, 41_140, 26_000_000),
+}
+
+
+def _peak_memory_gib() -> dict:
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"peak_device_gib": None if peak is None else peak / 2**30, "peak_host_gib": host}
+
+
+def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, model="rlarm"):
+    """Compiles then times `steps` gda steps; returns a dict of seconds."""
+    m, n = x.shape
+    config = configs.model_config("ml-20m", model, batch_size=batch_size, product=product)
+    spec = adversarial.make_model(model)
+    start = time.perf_counter()
+    state = adversarial.init_state(
+        jax.random.PRNGKey(0), n, adversary=spec.adversary, config=config
+    )
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - start
+    step = adversarial.make_step(spec, config, warmup_steps=0)
+    cap = training.nnz_cap(x, batch_size)
+    rng = np.random.default_rng(0)
+
+    def batch():
+        users = rng.permutation(m)[:batch_size]
+        nnz = int(np.diff(x.indptr)[users].sum())
+        return make_batch(x, users, max(cap, nnz))
+
+    start = time.perf_counter()
+    state, out = step(state, batch(), jax.random.PRNGKey(0))
+    jax.block_until_ready(out)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(steps):
+        state, out = step(state, batch(), jax.random.PRNGKey(i + 1))
+    jax.block_until_ready((state, out))
+    per_step = (time.perf_counter() - start) / max(steps, 1)
+    loss = float(out["learner_loss"])
+    del state
+    return {
+        "init_s": init_s,
+        "first_step_s": compile_s,
+        "step_s": per_step,
+        "epoch_s_extrapolated": per_step * (m // batch_size),
+        "steps_per_epoch": m // batch_size,
+        "timed_steps": steps,
+        "finite": bool(np.isfinite(loss)),
+    }
+
+
+def run_train_benchmark(
+    name: str,
+    x: sp.csr_matrix,
+    *,
+    products=("dense", "sparse"),
+    steps: int = 10,
+    batch_size: int | None = None,
+    model: str = "rlarm",
+) -> dict:
+    """Times R-LARM epochs with each product side by side on the training matrix `x`.
+
+    Args:
+      name: the case's name (recorded).
+      x: `[m, n]` 0/1 CSR training matrix.
+      products: which `x_u W` products to time ("dense", "sparse", "auto").
+      steps: timed steps per product after the compiling one (the dense product on a
+        CPU costs tens of seconds a step at n ≈ 25k: give it few).
+      batch_size: users per batch; None: 8192 for m ≥ 200k (MSD) else 1024.
+      model: "rlarm", "rlarm_nn" or "arm".
+
+    Returns:
+      One flat dict: `{product}_step_s`, `{product}_epoch_s_extrapolated`, ... per
+      product, the shape, the backend and peak memory.
+    """
+    m, n = x.shape
+    b = batch_size or (8192 if m >= 200_000 else 1024)
+    row = {"data": name, "users": m, "items": n, "nnz": int(x.nnz), "batch_size": b}
+    row.update(backend=jax.default_backend(), model=model, auto=adversarial.resolve_product("auto"))
+    for product in products:
+        out = time_steps(x, product=product, steps=steps, batch_size=b, model=model)
+        row.update({f"{product}_{k}": v for k, v in out.items()})
+        row.update({f"{product}_{k}": v for k, v in _peak_memory_gib().items()})
+    return row
+
+
+def synthetic_case(name: str) -> sp.csr_matrix:
+    """A Zipf-like 0/1 matrix of a shape in `SHAPES`."""
+    users, items, nnz = SHAPES[name]
+    rng = np.random.default_rng(0)
+    item_p = 1.0 / np.arange(1, items + 1) ** 0.8
+    user_p = rng.lognormal(0.0, 1.0, users)
+    rows = rng.choice(users, size=nnz, p=user_p / user_p.sum())
+    cols = rng.choice(items, size=nnz, p=item_p / item_p.sum())
+    x = sp.csr_matrix((np.ones(nnz, np.float32), (rows, cols)), shape=(users, items))
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    return x
+
+
+if __name__ == "__main__":
+    import json
+
+    case, prods, n_steps = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
+    row = run_train_benchmark(case, synthetic_case(case), products=prods, steps=n_steps)
+    print(json.dumps(row))
