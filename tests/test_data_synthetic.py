@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from arm_jax.data import load_split, make_synthetic, split_stats
+from arm_jax.errors import ConfigError
 
 
 def _ease(x, lam):
@@ -76,3 +77,12 @@ def test_ease_worst_decile_is_mostly_minority_users(seed):
     # well above a random ranking (whose NDCG@100 is about 0.04 here).
     for g in range(3):
         assert np.mean(ndcg[groups == g]) > 0.08
+
+
+def test_small_item_counts_cap_activity():
+    frame, groups = make_synthetic(seed=3, n_users=300, n_items=120)
+    per_user = frame.groupby("user").size()
+    assert per_user.max() <= 120 and len(np.unique(groups)) == 3
+    assert not frame.duplicated().any()
+    with pytest.raises(ConfigError, match="too few"):
+        make_synthetic(n_users=100, n_items=20)

@@ -45,7 +45,7 @@ def make_synthetic(
     n_users: int = 3500,
     n_items: int = 1000,
     minority_fractions: tuple[float, ...] = (0.085, 0.085),
-    n_mainstream_items: int = 600,
+    n_mainstream_items: int | None = None,
     n_mainstream_clusters: int = 8,
     n_niche_clusters: int = 5,
     majority_median: float = 30.0,
@@ -63,8 +63,8 @@ def make_synthetic(
       seed: seeds `np.random.default_rng`; the same seed gives the same data.
       n_users, n_items: sizes.
       minority_fractions: the share of users in each minority group.
-      n_mainstream_items: items of the mainstream region; the rest is split evenly into
-        one niche region per minority.
+      n_mainstream_items: items of the mainstream region (default 60% of n_items); the
+        rest is split evenly into one niche region per minority.
       n_mainstream_clusters, n_niche_clusters: taste clusters per region.
       majority_median, minority_median: median interactions per user, minus 5.
       minority_mainstream_share: share of a minority user's choices from the mainstream.
@@ -86,7 +86,15 @@ def make_synthetic(
     counts = [int(round(f * n_users)) for f in minority_fractions]
     groups = rng.permutation(np.repeat(np.arange(n_groups), [n_users - sum(counts), *counts]))
 
-    n_niche = (n_items - n_mainstream_items) // (n_groups - 1)
+    if n_mainstream_items is None:
+        n_mainstream_items = int(0.6 * n_items)
+    n_niche = (n_items - n_mainstream_items) // max(n_groups - 1, 1)
+    if n_mainstream_items < n_mainstream_clusters or (n_groups > 1 and n_niche < n_niche_clusters):
+        raise ConfigError(
+            f"synthetic: {n_items} items leave too few for {n_mainstream_clusters} mainstream "
+            f"and {n_niche_clusters} niche clusters per minority (n_mainstream_items="
+            f"{n_mainstream_items})"
+        )
     region = np.zeros(n_items, int)  # 0 mainstream, g niche of minority g
     for g in range(1, n_groups):
         region[n_mainstream_items + (g - 1) * n_niche : n_mainstream_items + g * n_niche] = g
@@ -125,6 +133,8 @@ def make_synthetic(
         _activity(rng, n_users, majority_median, 300),
         _activity(rng, n_users, minority_median, 300),
     )
+    # Never more items than a user can choose from (small n_items).
+    n_u = np.minimum(n_u, np.count_nonzero(probs > 0, axis=1))
     # Sampling without replacement: the top n_u of log p + Gumbel noise per user.
     with np.errstate(divide="ignore"):
         keys = np.log(probs) + rng.gumbel(size=probs.shape)
