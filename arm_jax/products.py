@@ -94,9 +94,12 @@ def _scan_rows_fwd(w, rows, cols, vals, n_users):
     return _scan_rows_product(w, rows, cols, vals, n_users), (w.shape, rows, cols, vals)
 
 
-def _scan_rows_bwd(n_users, res, g):
-    # d/dW of Σ_e v_e ⟨g[r_e], W[c_e]⟩: scatter v_e g[r_e] into row c_e, in place.
-    shape, rows, cols, vals = res
+def scatter_rows_add(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> jax.Array:
+    """`acc + x_batchᵀ g`: adds `vals[e] · g[rows[e]]` into row `cols[e]` of `acc`.
+
+    A scan over the nonzeros that updates `acc: [n, k]` in place (donate it), touching
+    only the batch's items' rows; `g: [b, k]`.
+    """
 
     def add_row(acc, entry):
         r, c, v = entry
@@ -104,8 +107,24 @@ def _scan_rows_bwd(n_users, res, g):
         cur = jax.lax.dynamic_slice_in_dim(acc, c, 1, 0)
         return jax.lax.dynamic_update_slice_in_dim(acc, cur + row, c, 0), None
 
-    gw = jax.lax.scan(add_row, jnp.zeros(shape, g.dtype), (rows, cols, vals.astype(g.dtype)))[0]
-    return gw, None, None, None
+    return jax.lax.scan(add_row, acc, (batch.rows, batch.cols, batch.vals.astype(g.dtype)))[0]
+
+
+def zero_rows(acc: jax.Array, batch: SparseBatch) -> jax.Array:
+    """`acc` with the rows of the batch's items set to 0 (in place; the rest untouched)."""
+    zero = jnp.zeros((1, acc.shape[1]), acc.dtype)
+
+    def clear(acc, c):
+        return jax.lax.dynamic_update_slice_in_dim(acc, zero, c, 0), None
+
+    return jax.lax.scan(clear, acc, batch.cols)[0]
+
+
+def _scan_rows_bwd(n_users, res, g):
+    # d/dW of Σ_e v_e ⟨g[r_e], W[c_e]⟩ = x_batchᵀ g.
+    shape, rows, cols, vals = res
+    batch = SparseBatch(rows, cols, vals, n_users=n_users, n_items=shape[0])
+    return scatter_rows_add(jnp.zeros(shape, g.dtype), batch, g), None, None, None
 
 
 _scan_rows_product.defvjp(_scan_rows_fwd, _scan_rows_bwd)

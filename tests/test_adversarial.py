@@ -239,3 +239,14 @@ def test_make_batch_rejects_overflow_and_pads_with_zeros():
         make_batch(x_csr, np.arange(6), 3)
     batch = make_batch(x_csr, np.array([4, 1]), 64)
     np.testing.assert_array_equal(np.asarray(densify(batch)), x_csr[[4, 1]].toarray())
+
+
+def test_sparse_rank_loss_equals_top_k_ndcg_with_ties():
+    rng = np.random.default_rng(10)
+    x_csr = _random_x(rng, 20, 300, density=0.05)
+    batch = make_batch(x_csr, np.arange(20), x_csr.nnz + 37)
+    scores = np.round(rng.normal(size=(20, 300)), 1).astype(np.float32)  # many ties
+    scores[3] = 0.0  # all tied: the lower index ranks first
+    dense = adv.rank_loss(jnp.asarray(scores), densify(batch))
+    sparse = adv.rank_loss_sparse(jnp.asarray(scores), batch)
+    np.testing.assert_allclose(np.asarray(sparse), np.asarray(dense), rtol=1e-6, atol=1e-6)
