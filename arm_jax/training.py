@@ -29,17 +29,9 @@ import scipy.sparse as sp
 
 from arm_jax import adversarial, io, metrics
 from arm_jax.configs import ADVERSARIAL_MODELS, ModelConfig
+from arm_jax.ease import fit_ease, predict
 from arm_jax.errors import ConfigError
 from arm_jax.products import make_batch
-
-try:
-    from arm_jax.ease import fit_ease, predict
-except ImportError:  # pragma: no cover - ease.py lands separately
-
-    def predict(w, x):
-        return x @ w
-
-    fit_ease = None
 
 
 @dataclasses.dataclass
@@ -89,11 +81,14 @@ def nnz_cap(x: sp.csr_matrix, batch_size: int) -> int:
 
 
 def _fingerprint(split, model: str, config: ModelConfig, seed: int, dtype) -> dict:
+    # max_epochs and patience only say when to stop: a resumed run may change them.
+    trajectory = dataclasses.asdict(config)
+    del trajectory["max_epochs"], trajectory["patience"]
     train = split.train
     return {
         "dataset": getattr(split, "dataset", ""),
         "model": model,
-        "config": dataclasses.asdict(config),
+        "config": trajectory,
         "seed": int(seed),
         "dtype": jnp.dtype(dtype).name,
         "train_shape": list(train.shape),
@@ -213,8 +208,6 @@ def train_adversarial(
     if resuming and not resume:
         raise ConfigError(f"{workdir} already holds a run; pass resume=True or a new workdir")
     if config.warm_start and not resuming:
-        if fit_ease is None:
-            raise ConfigError("--warm_start needs arm_jax.ease.fit_ease")
         # C/2: the stationary point of the learner's own loss with uniform weights.
         W0 = fit_ease(x, C=config.C / 2, dtype=dtype)
     state = adversarial.init_state(
@@ -322,6 +315,7 @@ def train_adversarial(
 
 
 def _state_tree(state: adversarial.TrainState) -> dict:
+    # grad_buffer is all zeros between steps: not saved.
     return {
         "params": state.params,
         "adversary_params": state.adversary_params,

@@ -138,3 +138,22 @@ def test_nnz_cap_bounds_batches():
     rng = np.random.default_rng(0)
     sums = [counts[rng.permutation(200)[:16]].sum() for _ in range(200)]
     assert max(sums) <= cap <= np.sort(counts)[::-1][:16].sum()
+
+
+def test_warm_start_begins_at_the_ease_fixed_point():
+    from arm_jax.ease import fit_ease
+
+    split = _split(6)
+    config = _config(warm_start=True, learning_rate=1e-9, max_epochs=1)
+    result = training.train_adversarial(split, model="rlarm", config=config, seed=0)
+    expected = np.asarray(fit_ease(split.train, C=config.C / 2))
+    np.testing.assert_allclose(np.asarray(result.learner), expected, atol=1e-5)
+
+
+def test_resume_may_extend_max_epochs(tmp_path):
+    split, work = _split(7), str(tmp_path)
+    training.train_adversarial(split, model="arm", config=_config(max_epochs=1), workdir=work)
+    more = training.train_adversarial(
+        split, model="arm", config=_config(max_epochs=2), workdir=work, resume=True
+    )
+    assert [r["epoch"] for r in more.history] == [1, 2]
