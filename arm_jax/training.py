@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from arm_jax import adversarial, io, metrics
+from arm_jax import adversarial, gda, io, metrics
 from arm_jax.configs import ADVERSARIAL_MODELS, ModelConfig
 from arm_jax.ease import fit_ease, predict
 from arm_jax.errors import ConfigError
@@ -210,13 +210,9 @@ def train_adversarial(
     if config.warm_start and not resuming:
         # C/2: the stationary point of the learner's own loss with uniform weights.
         W0 = fit_ease(x, C=config.C / 2, dtype=dtype)
-    state = adversarial.init_state(
-        init_key, n, adversary=spec.adversary, config=config, W0=W0, dtype=dtype
-    )
+    state = gda.init_state(init_key, n, adversary=spec.adversary, config=config, W0=W0, dtype=dtype)
     del W0
-    step_fn = adversarial.make_step(
-        spec, config, warmup_steps=config.warmup_epochs * steps_per_epoch
-    )
+    step_fn = gda.make_step(spec, config, warmup_steps=config.warmup_epochs * steps_per_epoch)
 
     epoch, best_ndcg, best_epoch, bad_epochs, history = 0, -np.inf, 0, 0, []
     best_W = best_adv = None
@@ -314,7 +310,7 @@ def train_adversarial(
     )
 
 
-def _state_tree(state: adversarial.TrainState) -> dict:
+def _state_tree(state: gda.TrainState) -> dict:
     # grad_buffer is all zeros between steps: not saved.
     return {
         "params": state.params,
@@ -325,7 +321,7 @@ def _state_tree(state: adversarial.TrainState) -> dict:
     }
 
 
-def _restore_state(state: adversarial.TrainState, arrays: dict) -> adversarial.TrainState:
+def _restore_state(state: gda.TrainState, arrays: dict) -> gda.TrainState:
     return state.replace(**_unflatten(_state_tree(state), arrays))
 
 

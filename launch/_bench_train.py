@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import scipy.sparse as sp
 
-from arm_jax import adversarial, configs, training
+from arm_jax import adversarial, configs, gda, training
 from arm_jax.products import make_batch
 
 SHAPES = {  # (users, items, nonzeros) of the training matrices
@@ -41,12 +41,10 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
     config = configs.model_config("ml-20m", model, batch_size=batch_size, product=product)
     spec = adversarial.make_model(model)
     start = time.perf_counter()
-    state = adversarial.init_state(
-        jax.random.PRNGKey(0), n, adversary=spec.adversary, config=config
-    )
+    state = gda.init_state(jax.random.PRNGKey(0), n, adversary=spec.adversary, config=config)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - start
-    step = adversarial.make_step(spec, config, warmup_steps=0)
+    step = gda.make_step(spec, config, warmup_steps=0)
     cap = training.nnz_cap(x, batch_size)
     rng = np.random.default_rng(0)
 

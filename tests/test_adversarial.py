@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from arm_jax import adversarial as adv
-from arm_jax import configs
+from arm_jax import configs, gda
 from arm_jax.errors import ConfigError
 from arm_jax.products import batch_product, densify, make_batch
 
@@ -87,9 +87,9 @@ def test_uniform_weights_fixed_point_is_ease_at_half_C():
     # And full-batch Adam steps (adversary frozen) converge there.
     config = _config(C=C, learning_rate=3e-3, batch_size=m)
     model = adv.make_model("arm")
-    state = adv.init_state(jax.random.PRNGKey(0), 12, adversary=model.adversary, config=config)
+    state = gda.init_state(jax.random.PRNGKey(0), 12, adversary=model.adversary, config=config)
     state = state.replace(adversary_params={"a": jnp.zeros((12, 1))})  # uniform weights
-    step = adv.make_step(model, config, warmup_steps=10**9)
+    step = gda.make_step(model, config, warmup_steps=10**9)
     batch = make_batch(x_csr, np.arange(m), x_csr.nnz)
     for i in range(3000):
         state, _ = step(state, batch, jax.random.PRNGKey(i))
@@ -109,8 +109,8 @@ def test_arm_adversary_favours_users_with_more_items():
     x_csr = sp.csr_matrix(dense)
     config = _config(C=0.05, B=0.01, learning_rate=1e-2, batch_size=m)
     model = adv.make_model("arm")
-    state = adv.init_state(jax.random.PRNGKey(0), n, adversary=model.adversary, config=config)
-    step = adv.make_step(model, config, warmup_steps=0)
+    state = gda.init_state(jax.random.PRNGKey(0), n, adversary=model.adversary, config=config)
+    step = gda.make_step(model, config, warmup_steps=0)
     batch = make_batch(x_csr, np.arange(m), x_csr.nnz)
     for i in range(200):
         state, _ = step(state, batch, jax.random.PRNGKey(i))
@@ -124,10 +124,10 @@ def test_ascent_step_increases_adversary_objective(name):
     x_csr = _random_x(rng, 16, 20, density=0.2)
     config = _config(B=0.1, learning_rate=1e-3, batch_size=16)
     model = adv.make_model(name)
-    state = adv.init_state(jax.random.PRNGKey(1), 20, adversary=model.adversary, config=config)
+    state = gda.init_state(jax.random.PRNGKey(1), 20, adversary=model.adversary, config=config)
     batch = make_batch(x_csr, np.arange(16), x_csr.nnz)
     before = jax.device_get(state.adversary_params)  # the step donates the state
-    new, metrics = adv.make_step(model, config, warmup_steps=0)(state, batch, jax.random.PRNGKey(0))
+    new, metrics = gda.make_step(model, config, warmup_steps=0)(state, batch, jax.random.PRNGKey(0))
     x = densify(batch)
     scores = batch_product(new.params["W"], batch, x, product="dense")
 
@@ -163,8 +163,8 @@ def test_sparse_and_dense_products_give_the_same_step(name):
     batch = make_batch(x_csr, rng.permutation(24)[:12], 256)
     out = {}
     for product in ("dense", "sparse"):
-        state = adv.init_state(jax.random.PRNGKey(2), 40, adversary=model.adversary, config=config)
-        step = adv.make_step(model, config, warmup_steps=0, product=product)
+        state = gda.init_state(jax.random.PRNGKey(2), 40, adversary=model.adversary, config=config)
+        step = gda.make_step(model, config, warmup_steps=0, product=product)
         state, metrics = step(state, batch, jax.random.PRNGKey(0))
         state, metrics = step(state, batch, jax.random.PRNGKey(1))
         out[product] = (jax.device_get(state.params), jax.device_get(state.adversary_params))
@@ -176,8 +176,8 @@ def test_step_compiles_once_across_batches_and_warmup():
     x_csr = _random_x(rng, 30, 25, density=0.15)
     config = _config(batch_size=10)
     model = adv.make_model("rlarm")
-    state = adv.init_state(jax.random.PRNGKey(0), 25, adversary=model.adversary, config=config)
-    traced = chex.assert_max_traces(adv.gda_step, n=1)
+    state = gda.init_state(jax.random.PRNGKey(0), 25, adversary=model.adversary, config=config)
+    traced = chex.assert_max_traces(gda.gda_step, n=1)
     step = jax.jit(
         lambda s, b, k: traced(
             s, b, k, model=model, C=config.C, B=config.B, product="sparse", warmup_steps=2
@@ -195,7 +195,7 @@ def test_step_compiles_once_across_batches_and_warmup():
 
 def test_learner_matrix_has_zero_diagonal_and_init_shapes():
     config = _config(hidden_dim=4)
-    state = adv.init_state(jax.random.PRNGKey(0), 50, adversary=adv.NN_ADVERSARY, config=config)
+    state = gda.init_state(jax.random.PRNGKey(0), 50, adversary=adv.NN_ADVERSARY, config=config)
     W = adv.learner_matrix(state.params)
     chex.assert_shape(W, (50, 50))
     assert np.all(np.diag(np.asarray(W)) == 0)
@@ -218,8 +218,8 @@ def test_custom_adversary_sees_item_counts():
     rng = np.random.default_rng(8)
     x_csr = _random_x(rng, 32, 20, density=0.3)
     config = _config(B=0.01, batch_size=32)
-    state = adv.init_state(jax.random.PRNGKey(0), 20, adversary=model.adversary, config=config)
-    step = adv.make_step(model, config, warmup_steps=0)
+    state = gda.init_state(jax.random.PRNGKey(0), 20, adversary=model.adversary, config=config)
+    step = gda.make_step(model, config, warmup_steps=0)
     batch = make_batch(x_csr, np.arange(32), x_csr.nnz)
     for i in range(20):
         state, _ = step(state, batch, jax.random.PRNGKey(i))
@@ -230,7 +230,7 @@ def test_make_model_rejects_unknown_names():
     with pytest.raises(ConfigError, match="unknown adversarial model"):
         adv.make_model("gan")
     with pytest.raises(ValueError, match="product"):
-        adv.make_step(adv.make_model("arm"), _config(), warmup_steps=0, product="blocked")
+        gda.make_step(adv.make_model("arm"), _config(), warmup_steps=0, product="blocked")
 
 
 def test_make_batch_rejects_overflow_and_pads_with_zeros():
