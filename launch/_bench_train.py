@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from arm_jax import adversarial, configs, gda, training
-from arm_jax.products import make_batch
+from arm_jax.products import make_batch, resolve_product
 
 SHAPES = {  # (users, items, nonzeros) of the training matrices
     "amazon-book-shape": (56_543, 24_915, 522_000),
@@ -102,7 +102,7 @@ def run_train_benchmark(
     m, n = x.shape
     b = batch_size or (8192 if m >= 200_000 else 1024)
     row = {"data": name, "users": m, "items": n, "nnz": int(x.nnz), "batch_size": b}
-    row.update(backend=jax.default_backend(), model=model, auto=adversarial.resolve_product("auto"))
+    row.update(backend=jax.default_backend(), model=model, auto=resolve_product("auto"))
     for product in products:
         out = time_steps(x, product=product, steps=steps, batch_size=b, model=model)
         row.update({f"{product}_{k}": v for k, v in out.items()})

@@ -157,3 +157,16 @@ def test_resume_may_extend_max_epochs(tmp_path):
         split, model="arm", config=_config(max_epochs=2), workdir=work, resume=True
     )
     assert [r["epoch"] for r in more.history] == [1, 2]
+
+
+def test_train_benchmark_smoke():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "launch"))
+    import _bench_train
+
+    x = _split(8, m=80, n=40).train
+    row = _bench_train.run_train_benchmark(
+        "tiny", x, products=["dense", "sparse"], steps=1, batch_size=16
+    )
+    assert row["sparse_steps_per_epoch"] == 5 and row["sparse_finite"] and row["dense_finite"]
