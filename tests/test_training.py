@@ -170,3 +170,19 @@ def test_train_benchmark_smoke():
         "tiny", x, products=["dense", "sparse"], steps=1, batch_size=16
     )
     assert row["sparse_steps_per_epoch"] == 5 and row["sparse_finite"] and row["dense_finite"]
+
+
+def test_sparse_validation_scores_match_the_dense_product():
+    from arm_jax import ease, metrics
+
+    rng = np.random.default_rng(9)
+    w = jnp.asarray(rng.normal(size=(30, 30)).astype(np.float32))
+    light = (rng.random((7, 30)) < 0.2).astype(np.float32)
+    heavy = np.ones((2, 30), np.float32)  # over 32 items per user: the matmul fallback
+    for x in (light, heavy):
+        got = training.predict_sparse(w, jnp.asarray(x))
+        np.testing.assert_allclose(np.asarray(got), x @ np.asarray(w), rtol=1e-5, atol=1e-5)
+    split = _split(10)
+    a = metrics.evaluate(training.predict_sparse, w, split.valid_tr, split.valid_te)
+    b = metrics.evaluate(ease.predict, w, split.valid_tr, split.valid_te)
+    np.testing.assert_allclose(a["ndcg@100"], b["ndcg@100"], rtol=1e-5, atol=1e-6)
