@@ -116,3 +116,10 @@ def test_fit_ease_on_real_split_matches_reference():
     split = data.load_split("ml-100k", os.path.join(os.environ["ARM_JAX_TEST_DATA"], "ml-100k"))
     w = ease.fit_ease(split.train, C=0.5)
     assert _rel(w, _ref_ease(split.train, 0.5)) < 1e-4
+
+
+def test_block_symmetric_gram_equals_dense():
+    x = _random_x(8, m=300, n=4100, density=0.01)
+    dense = x.toarray().astype(np.float64)
+    g = ease.gram_matrix(x, method="device", chunk_size=128)
+    np.testing.assert_array_equal(np.asarray(g), dense.T @ dense)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The accelerator numbers of the README's "Speed" section, in one run:
+#   bash launch/gpu_benchmark.sh OUTDIR
+# EASE at the ML-20M shape (with the NumPy float64 inv baseline) and the MSD shape, then
+# R-LARM epochs with the dense and the sparse x_u W product at both shapes, each product
+# in its own process so that its peak device memory is its own. Then the numerical tests
+# on the accelerator (the same code as on the CPU).
+set -uo pipefail
+out=${1:-bench_out}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+bench="python launch/benchmark.py"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+python -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$out/gpu.txt"
+timeout 150 $bench --what=ease --data=ml-20m-shape --baseline --out="$out/ease_ml20m.jsonl"
+timeout 90 $bench --what=ease --data=msd-shape --nobaseline --out="$out/ease_msd.jsonl"
+for p in dense sparse; do
+  timeout 90 $bench --what=train --data=ml-20m-shape --products=$p --steps=20 \
+    --out="$out/train_ml20m_$p.jsonl"
+done
+for p in dense sparse; do
+  timeout 120 $bench --what=train --data=msd-shape --products=$p --steps=8 \
+    --out="$out/train_msd_$p.jsonl"
+done
+timeout 120 python -m pytest -q -x -p no:cacheprovider tests/test_ease.py tests/test_metrics.py \
+  tests/test_adversarial.py 2>&1 | tail -5 | tee "$out/tests.txt"
+cat "$out"/*.jsonl > "$out/all.jsonl"
