@@ -5,6 +5,10 @@ The public API, by layer:
 - metrics: `ndcg_at_k`, `recall_at_k`, `evaluate`, `summarize`;
 - EASE: `fit_ease`, `gram_matrix`, `ease_from_gram`, `ipw_weights`, `predict`,
   `save_model`, `load_model`;
+- adversarial models: `Adversary`, `LINEAR_ADVERSARY`, `NN_ADVERSARY`,
+  `adversary_weights`, `adversary_scores`, `learner_loss`, `arm_objective`,
+  `rank_loss`, `rank_objective`, `make_model`, `TrainState`, `init_state`, `gda_step`,
+  `make_step`, `train_adversarial`;
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
   `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`.
@@ -12,6 +16,18 @@ The public API, by layer:
 
 __version__ = "0.1.0"
 
+from arm_jax.adversarial import (
+    LINEAR_ADVERSARY,
+    NN_ADVERSARY,
+    Adversary,
+    adversary_scores,
+    adversary_weights,
+    arm_objective,
+    learner_loss,
+    make_model,
+    rank_loss,
+    rank_objective,
+)
 from arm_jax.analysis import (
     group_table,
     loss_by_fold_in,
@@ -32,10 +48,27 @@ from arm_jax.ease import (
 )
 from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.experiment import evaluate_model, run_experiment
+from arm_jax.gda import TrainState, gda_step, init_state, make_step
 from arm_jax.metrics import evaluate, ndcg_at_k, recall_at_k, summarize
 from arm_jax.report import analyze_workdirs, write_report
+from arm_jax.training import train_adversarial
 
 __all__ = [
+    "LINEAR_ADVERSARY",
+    "NN_ADVERSARY",
+    "Adversary",
+    "TrainState",
+    "adversary_scores",
+    "adversary_weights",
+    "arm_objective",
+    "gda_step",
+    "init_state",
+    "learner_loss",
+    "make_model",
+    "make_step",
+    "rank_loss",
+    "rank_objective",
+    "train_adversarial",
     "ArmJaxError",
     "ConfigError",
     "DataError",
