@@ -26,7 +26,7 @@ def _log_epoch(record: dict) -> None:
     fields = " ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
     )
-    print(f"epoch {fields}", flush=True)
+    print(fields, flush=True)
 
 
 def main(argv):

@@ -91,3 +91,26 @@ def test_ease_on_real_data(tmp_path, dataset):
     _train(tmp_path, f"--dataset={dataset}", f"--data_dir={DATA}/{dataset}", "--workdir=run")
     results = _check_workdir(tmp_path / "run", "ease")
     assert results["test"]["ndcg@100"] > 0.2
+
+
+@pytest.mark.parametrize("model", ["arm", "rlarm_nn"])
+def test_adversarial_models_train_and_resume_from_the_cli(tmp_path, model):
+    out = _train(tmp_path, f"--model={model}", "--max_epochs=2", "--workdir=run")
+    assert "epoch=2" in out.stdout
+    _train(tmp_path, f"--model={model}", "--max_epochs=3", "--workdir=run", "--resume")
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    results = json.load(open(tmp_path / "run" / "results.json"))
+    assert results["model"] == model and results["test"]["n_users"] > 0
+    scores = np.load(tmp_path / "run" / "adversary_scores.npz")
+    n_train = json.load(open(tmp_path / "run" / "config.json"))["data"]["n_train_users"]
+    assert len(scores["score"]) == n_train and np.all(np.isfinite(scores["score"]))
+
+
+@pytest.mark.skipif(not DATA, reason="ARM_JAX_TEST_DATA unset")
+def test_rlarm_on_ml100k_from_the_cli(tmp_path):
+    _train(
+        tmp_path, "--dataset=ml-100k", f"--data_dir={DATA}/ml-100k", "--model=rlarm",
+        "--max_epochs=2", "--workdir=run",
+    )  # fmt: skip
+    _check_workdir(tmp_path / "run", "rlarm")
