@@ -8,12 +8,10 @@ Recomputes everything from the per-user files, without retraining:
 A folder of model workdirs may be given instead of each workdir.
 """
 
-import sys
-
+import _cli
 from absl import app, flags
 
 from arm_jax import report
-from arm_jax.errors import ArmJaxError
 
 _WORKDIRS = flags.DEFINE_list(
     "workdirs", None, "Model workdirs (or folders of them), comma-separated; EASE required."
@@ -28,17 +26,13 @@ flags.mark_flags_as_required(["workdirs", "outdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        analysis = report.analyze_workdirs(
-            _WORKDIRS.value, split=_SPLIT.value, alpha=_ALPHA.value, n_buckets=_BUCKETS.value
-        )
-        written = report.write_report(analysis, _OUTDIR.value)
-    except ArmJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    analysis = report.analyze_workdirs(
+        _WORKDIRS.value, split=_SPLIT.value, alpha=_ALPHA.value, n_buckets=_BUCKETS.value
+    )
+    written = report.write_report(analysis, _OUTDIR.value)
     print(report.summary_markdown(analysis))
     print(f"wrote {len(written)} files to {_OUTDIR.value}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

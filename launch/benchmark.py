@@ -11,11 +11,11 @@ shapes (ml-20m-shape, msd-shape). Prints one JSON line per case and writes them 
 
 import json
 import os
-import sys
 
 import _bench_ease
+import _cli
 import jax
-from absl import app, flags
+from absl import flags
 
 from arm_jax import io
 from arm_jax.data import load_split
@@ -47,28 +47,24 @@ def _case(name: str):
 def main(argv):
     del argv
     rows = []
-    try:
-        for name in DATA.value:
-            x, eval_data = _case(name)
-            if WHAT.value == "ease":
-                row = _bench_ease.run_ease_benchmark(
-                    name, x, C=C.value, baseline=BASELINE.value, eval_data=eval_data
-                )
-            else:
-                import _bench_train
+    for name in DATA.value:
+        x, eval_data = _case(name)
+        if WHAT.value == "ease":
+            row = _bench_ease.run_ease_benchmark(
+                name, x, C=C.value, baseline=BASELINE.value, eval_data=eval_data
+            )
+        else:
+            import _bench_train
 
-                row = _bench_train.run_train_benchmark(
-                    name, x, products=PRODUCTS.value, steps=STEPS.value
-                )
-            row["device"] = str(jax.devices()[0].device_kind)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    except ArmJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+            row = _bench_train.run_train_benchmark(
+                name, x, products=PRODUCTS.value, steps=STEPS.value
+            )
+        row["device"] = str(jax.devices()[0].device_kind)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     if OUT.value:
         io.write_text(OUT.value, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

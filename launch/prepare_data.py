@@ -9,25 +9,20 @@ Training runs read the cached split afterwards.
 """
 
 import json
-import sys
 
+import _cli
 import _data_flags
 from absl import app
 
 from arm_jax.data import split_stats
-from arm_jax.errors import ArmJaxError
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        split = _data_flags.load_split_from_flags()
-    except ArmJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    split = _data_flags.load_split_from_flags()
     print(json.dumps(split_stats(split), indent=2))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -10,14 +10,13 @@ arm_jax/configs.py; Table 2 and Figures 1-2 go to <workdir>/analysis/.
 
 import functools
 import os
-import sys
 
+import _cli
 import _data_flags
 from absl import app, flags
 
 from arm_jax import configs, report, sweep
 from arm_jax.data import load_split
-from arm_jax.errors import ArmJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent folder of the model workdirs.")
 _MODELS = flags.DEFINE_list("models", list(configs.MODELS), "Models to train (EASE needed).")
@@ -30,29 +29,25 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        unknown = set(_MODELS.value) - set(configs.MODELS)
-        if unknown:
-            raise configs.ConfigError(f"--models: unknown {', '.join(sorted(unknown))}")
-        load = functools.partial(load_split, **_data_flags.split_arguments())
-        workdirs = sweep.reproduce_models(
-            load,
-            dataset=_data_flags.DATASET.value,
-            workdir=_WORKDIR.value,
-            models=tuple(_MODELS.value),
-            best=sweep.best_overrides(_BEST.value),
-            overrides={"max_epochs": _MAX_EPOCHS.value, "patience": _PATIENCE.value},
-            seed=_data_flags.SEED.value,
-        )
-        analysis = report.analyze_workdirs(workdirs)
-        outdir = os.path.join(_WORKDIR.value, "analysis")
-        report.write_report(analysis, outdir)
-    except ArmJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    unknown = set(_MODELS.value) - set(configs.MODELS)
+    if unknown:
+        raise configs.ConfigError(f"--models: unknown {', '.join(sorted(unknown))}")
+    load = functools.partial(load_split, **_data_flags.split_arguments())
+    workdirs = sweep.reproduce_models(
+        load,
+        dataset=_data_flags.DATASET.value,
+        workdir=_WORKDIR.value,
+        models=tuple(_MODELS.value),
+        best=sweep.best_overrides(_BEST.value),
+        overrides={"max_epochs": _MAX_EPOCHS.value, "patience": _PATIENCE.value},
+        seed=_data_flags.SEED.value,
+    )
+    analysis = report.analyze_workdirs(workdirs)
+    outdir = os.path.join(_WORKDIR.value, "analysis")
+    report.write_report(analysis, outdir)
     print(report.summary_markdown(analysis))
     print(f"analysis written to {outdir}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -9,14 +9,13 @@ in --sweep_dir; finished cells (with results.json) are skipped on a rerun.
 
 import functools
 import os
-import sys
 
+import _cli
 import _data_flags
 from absl import app, flags
 
 from arm_jax import configs, report, sweep
 from arm_jax.data import load_split
-from arm_jax.errors import ArmJaxError
 from arm_jax.io import write_json, write_text
 
 _MODEL = flags.DEFINE_enum("model", None, list(configs.MODELS), "Model to sweep.")
@@ -34,21 +33,17 @@ def main(argv):
     if _WORKERS.value > 1:  # several processes share one accelerator
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     dataset, model, out = _data_flags.DATASET.value, _MODEL.value, _SWEEP_DIR.value
-    try:
-        base = configs.model_config(
-            dataset, model, max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value
-        )
-        cells = sweep.expand_grid(sweep.load_grid(_GRID.value, dataset, model))
-        load = functools.partial(load_split, **_data_flags.split_arguments())
-        sweep.run_sweep(
-            load, model=model, base_config=base, cells=cells, sweep_dir=out,
-            num_workers=_WORKERS.value, seed=_data_flags.SEED.value,
-        )  # fmt: skip
-        table = sweep.collect_results(out, cells)
-        best = sweep.sweep_report(table, sweep.best_cell(table), dataset=dataset, model=model)
-    except ArmJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    base = configs.model_config(
+        dataset, model, max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value
+    )
+    cells = sweep.expand_grid(sweep.load_grid(_GRID.value, dataset, model))
+    load = functools.partial(load_split, **_data_flags.split_arguments())
+    sweep.run_sweep(
+        load, model=model, base_config=base, cells=cells, sweep_dir=out,
+        num_workers=_WORKERS.value, seed=_data_flags.SEED.value,
+    )  # fmt: skip
+    table = sweep.collect_results(out, cells)
+    best = sweep.sweep_report(table, sweep.best_cell(table), dataset=dataset, model=model)
     view = sweep.ranked_view(table)
     write_text(os.path.join(out, "sweep.csv"), table.loc[view.index].to_csv(index=False))
     write_text(os.path.join(out, "sweep.md"), report.markdown_table(view))
@@ -58,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -8,15 +8,14 @@ See arm_jax/experiment.py for the files written to --workdir.
 """
 
 import os
-import sys
 
+import _cli
 import _data_flags
 import _model_flags
 from absl import app, flags
 
 from arm_jax import experiment
 from arm_jax.data import split_stats
-from arm_jax.errors import ArmJaxError
 
 WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default runs/DATASET/MODEL).")
 RESUME = flags.DEFINE_bool("resume", False, "Continue an adversarial run from its checkpoint.")
@@ -32,32 +31,28 @@ def _log_epoch(record: dict) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        dtype = _model_flags.setup_precision()
-        split = _data_flags.load_split_from_flags()
-        stats = split_stats(split)
-        print(" ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict)))
-        config = _model_flags.model_config_from_flags(split.dataset, split.train.shape[0])
-        model = _model_flags.MODEL.value
-        workdir = WORKDIR.value or os.path.join("runs", split.dataset, model)
-        results = experiment.run_experiment(
-            split,
-            model=model,
-            config=config,
-            workdir=workdir,
-            seed=_data_flags.SEED.value,
-            dtype=dtype,
-            resume=RESUME.value,
-            progress=True,
-            callback=_log_epoch,
-            extra_config={"flags": flags.FLAGS.flag_values_dict()},
-        )
-    except ArmJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    dtype = _model_flags.setup_precision()
+    split = _data_flags.load_split_from_flags()
+    stats = split_stats(split)
+    print(" ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict)))
+    config = _model_flags.model_config_from_flags(split.dataset, split.train.shape[0])
+    model = _model_flags.MODEL.value
+    workdir = WORKDIR.value or os.path.join("runs", split.dataset, model)
+    results = experiment.run_experiment(
+        split,
+        model=model,
+        config=config,
+        workdir=workdir,
+        seed=_data_flags.SEED.value,
+        dtype=dtype,
+        resume=RESUME.value,
+        progress=True,
+        callback=_log_epoch,
+        extra_config={"flags": flags.FLAGS.flag_values_dict()},
+    )
     print(experiment.results_table(results))
     print(f"wrote {workdir}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

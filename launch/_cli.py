@@ -1,0 +1,22 @@
+"""`run(main)`: `absl.app.run` where a user error is one line on stderr and exit 1.
+
+Input errors raise `arm_jax.errors.ArmJaxError` in the library, with a message naming
+the file, line or flag at fault; a researcher sees that line, not a traceback.
+"""
+
+import sys
+
+from absl import app
+
+from arm_jax.errors import ArmJaxError
+
+
+def run(main) -> None:
+    def checked(argv):
+        try:
+            return main(argv)
+        except ArmJaxError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    app.run(checked)
