@@ -124,6 +124,33 @@ def test_reproduce_adversarial_smoke(tmp_path):
         assert (tmp_path / "analysis" / name).exists(), name
 
 
+@pytest.mark.skipif(not os.environ.get("ARM_JAX_TEST_DATA"), reason="ARM_JAX_TEST_DATA unset")
+def test_reproduce_and_analyze_ml100k_are_consistent(tmp_path):
+    data_dir = os.path.join(os.environ["ARM_JAX_TEST_DATA"], "ml-100k")
+    work = tmp_path / "repro"
+    proc = _launch(
+        "reproduce.py", "--dataset=ml-100k", f"--data_dir={data_dir}", f"--workdir={work}",
+        "--max_epochs=2", "--patience=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "again"  # recomputed from the per-user files alone
+    proc = _launch("analyze.py", f"--workdirs={work}", f"--outdir={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = pd.read_csv(out / "table2.csv").set_index("model")
+    fig2 = pd.read_csv(out / "fig2_worst_users.csv")
+    ease = np.load(work / "ease" / "per_user_test.npz")["ndcg@100"].astype(np.float64)
+    assert table.loc["ease", "ndcg@100"] == pytest.approx(ease.mean())
+    for model in ("ease_ipw", "arm", "rlarm", "rlarm_nn"):
+        other = np.load(work / model / "per_user_test.npz")["ndcg@100"].astype(np.float64)
+        assert table.loc[model, "ndcg@100"] == pytest.approx(other.mean())
+        row = fig2[(fig2.model == model) & (fig2.percent == 100)].iloc[0]
+        assert row.n_users == len(ease) == len(other)
+        assert row.diff_mean == pytest.approx(other.mean() - ease.mean())
+        assert row.improvement_pct == pytest.approx(100 * (other.mean() / ease.mean() - 1))
+        sizes = fig2[fig2.model == model].sort_values("percent").n_users.to_numpy()
+        assert np.all(np.diff(sizes) >= 0)
+
+
 def test_model_config_overrides_published_values():
     config = model_config("ml-20m", "rlarm", C=0.123, B=None, max_epochs=3)
     assert config.C == 0.123 and config.max_epochs == 3
