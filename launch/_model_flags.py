@@ -26,6 +26,15 @@ PRODUCT = flags.DEFINE_enum("product", None, ["auto", "dense", "sparse"], "x_u W
 FLOAT64 = flags.DEFINE_bool("float64", False, "Compute in float64 (sets jax_enable_x64).")
 
 
+def check_model() -> str:
+    """--model, checked before any data is read."""
+    if MODEL.value not in configs.MODELS:
+        raise ConfigError(
+            f"unknown model {MODEL.value!r}; expected one of {', '.join(configs.MODELS)}"
+        )
+    return MODEL.value
+
+
 def setup_precision():
     """Enables float64 when asked (the only place arm_jax touches jax.config)."""
     if not FLOAT64.value:

@@ -31,12 +31,12 @@ def _log_epoch(record: dict) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    model = _model_flags.check_model()
     dtype = _model_flags.setup_precision()
     split = _data_flags.load_split_from_flags()
     stats = split_stats(split)
     print(" ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict)))
     config = _model_flags.model_config_from_flags(split.dataset, split.train.shape[0])
-    model = _model_flags.MODEL.value
     workdir = WORKDIR.value or os.path.join("runs", split.dataset, model)
     results = experiment.run_experiment(
         split,
