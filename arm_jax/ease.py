@@ -20,6 +20,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
+from arm_jax import io
 from arm_jax.errors import ConfigError
 
 
@@ -266,8 +267,6 @@ def predict(w: jax.Array, x: jax.Array) -> jax.Array:
 
 def save_model(path: str, w: jax.Array, **meta) -> None:
     """Writes W (and JSON-able `meta`, e.g. item ids) to an `.npz` file atomically."""
-    from arm_jax import io
-
     io.savez(path, W=np.asarray(w), **{k: np.asarray(v) for k, v in meta.items()})
 
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import configs, ease, io, metrics
+from arm_jax import configs, ease, io, metrics, training
 from arm_jax.data import Split, split_stats
 
 
@@ -138,8 +138,6 @@ def run_experiment(
 
     start = time.perf_counter()
     if model in configs.ADVERSARIAL_MODELS:
-        from arm_jax import training
-
         result = training.train_adversarial(
             split,
             model=model,
