@@ -28,8 +28,7 @@ from arm_jax.products import (
     batch_product,
     densify,
     resolve_product,
-    scatter_rows_add,
-    zero_rows,
+    scatter_rows,
 )
 
 
@@ -42,10 +41,11 @@ class TrainState:
       adversary_params: the adversary's parameters.
       opt_state, adversary_opt_state: optax states of the two optimizers.
       step: int32 scalar, steps taken so far.
-      grad_buffer: `[n, n]` zeros between steps, or None. With the sparse product the
-        data gradient is scattered into it in place and cleared after Adam reads it:
-        a persistent, donated buffer instead of a fresh n×n temporary every step
-        (on a CPU a fresh 2.5 GB buffer costs ≈0.6 s of page faults per step at n≈25k).
+      grad_buffer: `[n, n]` scratch for the sparse product's data gradient, or None.
+        Each step writes the batch's items' rows and reads only those
+        (`products.scatter_rows`): a persistent, donated buffer instead of a fresh n×n
+        temporary every step (on a CPU a fresh 2.5 GB buffer costs ≈0.6 s of page
+        faults per step at n≈25k), and never cleared.
       optimizer, adversary_optimizer: optax transformations (static).
     """
 
@@ -202,23 +202,27 @@ def _sparse_learner_update(state, batch, x, weights, C):
     """The learner's Adam step with the data gradient scattered into `grad_buffer`.
 
     Same numbers as differentiating `learner_loss`, with no n×n temporary: the data
-    gradient −2 Σ_u w_u x_uᵀ r_u goes into the batch's items' rows of the (zero) buffer,
-    the regulariser's C·W is added inside Adam's elementwise pass, and the rows are
-    cleared afterwards. W's diagonal is 0 at init and gets a zero gradient, so it stays 0.
+    gradient −2 Σ_u w_u x_uᵀ r_u is written into the batch's items' rows of the buffer
+    (`scatter_rows`: never cleared, the other rows are masked), and the regulariser's
+    C·W and the diagonal mask are applied inside Adam's elementwise pass. W's diagonal
+    is 0 at init and gets a zero gradient, so it stays 0.
     """
     W = state.params["W"]
     residual = x - batch_product(W, batch, x, product="sparse")
     per_user = jnp.sum(jnp.square(residual), axis=-1)
     reg = jnp.sum(jnp.square(W)) - jnp.sum(jnp.square(jnp.diagonal(W)))
     loss = jnp.sum(weights * per_user) + 0.5 * C * reg
-    buffer = scatter_rows_add(state.grad_buffer, batch, -2.0 * weights[:, None] * residual)
-    buffer = zero_diagonal(buffer)
-    grads = {"W": buffer + C * W}
+    buffer, touched = scatter_rows(state.grad_buffer, batch, -2.0 * weights[:, None] * residual)
+    row = jax.lax.broadcasted_iota(jnp.int32, W.shape, 0)
+    data = touched[:, None] & (row != jax.lax.broadcasted_iota(jnp.int32, W.shape, 1))
+    # Adam writes W in place, so the ‖W‖² above must be read first. XLA's CPU pipeline
+    # drops `optimization_barrier`, and its copy insertion then copies all of W (≈0.4 s
+    # a step at n ≈ 25k, measured); C + 0·reg is a data dependency that orders the two
+    # (0·reg is not folded away; a non-finite reg is a non-finite loss, which stops the
+    # run anyway).
+    grads = {"W": jnp.where(data, buffer, 0.0) + (C + 0.0 * reg) * W}
     updates, opt_state = state.optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    # Clear the rows only once Adam has read them.
-    params, opt_state, buffer = jax.lax.optimization_barrier((params, opt_state, buffer))
-    return loss, params, opt_state, zero_rows(buffer, batch)
+    return loss, optax.apply_updates(state.params, updates), opt_state, buffer
 
 
 def make_step(model: Model, config, *, warmup_steps: int, product: str | None = None):

@@ -112,14 +112,35 @@ def scatter_rows_add(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> jax.Ar
     return jax.lax.scan(add_row, acc, (batch.rows, batch.cols, batch.vals.astype(g.dtype)))[0]
 
 
-def zero_rows(acc: jax.Array, batch: SparseBatch) -> jax.Array:
-    """`acc` with the rows of the batch's items set to 0 (in place; the rest untouched)."""
-    zero = jnp.zeros((1, acc.shape[1]), acc.dtype)
+def scatter_rows(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`x_batchᵀ g` written into the batch's items' rows of `acc`, in place.
 
-    def clear(acc, c):
-        return jax.lax.dynamic_update_slice_in_dim(acc, zero, c, 0), None
+    Like `scatter_rows_add` into zeros, without ever clearing `acc`: the first entry
+    that reaches a row overwrites it, later ones add to it. Rows of items not in the
+    batch keep whatever they held, so read `acc` only where `touched`.
 
-    return jax.lax.scan(clear, acc, batch.cols)[0]
+    Args:
+      acc: `[n, k]` buffer (donate it); its contents on entry are ignored.
+      batch: the users' rows.
+      g: `[b, k]`.
+
+    Returns:
+      (acc, touched `[n]` bool: the rows that now hold `x_batchᵀ g`; the others are
+      zero in `x_batchᵀ g`).
+    """
+
+    def set_add_row(carry, entry):
+        acc, touched = carry
+        r, c, v = entry
+        row = jax.lax.dynamic_slice_in_dim(g, r, 1, 0) * v
+        cur = jax.lax.dynamic_slice_in_dim(acc, c, 1, 0)
+        cur = jnp.where(touched[c], cur, jnp.zeros_like(cur))
+        acc = jax.lax.dynamic_update_slice_in_dim(acc, cur + row, c, 0)
+        return (acc, touched.at[c].set(True)), None
+
+    touched = jnp.zeros((acc.shape[0],), bool)
+    entries = (batch.rows, batch.cols, batch.vals.astype(g.dtype))
+    return jax.lax.scan(set_add_row, (acc, touched), entries)[0]
 
 
 def _scan_rows_bwd(n_users, res, g):

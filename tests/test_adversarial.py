@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from arm_jax import adversarial as adv
 from arm_jax import configs, gda
 from arm_jax.errors import ConfigError
-from arm_jax.products import batch_product, densify, make_batch
+from arm_jax.products import batch_product, densify, make_batch, scatter_rows
 
 
 def _random_x(rng, m, n, density=0.3, min_items=1):
@@ -164,13 +164,15 @@ def test_sparse_and_dense_products_give_the_same_step(name):
     x_csr = _random_x(rng, 24, 40, density=0.1)
     config = _config(batch_size=12)
     model = adv.make_model(name)
-    batch = make_batch(x_csr, rng.permutation(24)[:12], 256)
+    # Different users per step: the sparse path's gradient buffer keeps the first
+    # batch's rows, which the second step must not read.
+    batches = [make_batch(x_csr, users, 256) for users in rng.permutation(24).reshape(2, 12)]
     out = {}
     for product in ("dense", "sparse"):
         state = gda.init_state(jax.random.PRNGKey(2), 40, adversary=model.adversary, config=config)
         step = gda.make_step(model, config, warmup_steps=0, product=product)
-        state, metrics = step(state, batch, jax.random.PRNGKey(0))
-        state, metrics = step(state, batch, jax.random.PRNGKey(1))
+        for i, batch in enumerate(batches * 2):
+            state, metrics = step(state, batch, jax.random.PRNGKey(i))
         out[product] = (jax.device_get(state.params), jax.device_get(state.adversary_params))
     chex.assert_trees_all_close(out["dense"], out["sparse"], atol=1e-5, rtol=1e-5)
 
@@ -252,5 +254,23 @@ def test_sparse_rank_loss_equals_top_k_ndcg_with_ties():
     scores = np.round(rng.normal(size=(20, 300)), 1).astype(np.float32)  # many ties
     scores[3] = 0.0  # all tied: the lower index ranks first
     dense = adv.rank_loss(jnp.asarray(scores), densify(batch))
-    sparse = adv.rank_loss_sparse(jnp.asarray(scores), batch)
-    np.testing.assert_allclose(np.asarray(sparse), np.asarray(dense), rtol=1e-6, atol=1e-6)
+    for chunk in (None, 7, 512):  # chunks that do and do not divide the nonzeros
+        sparse = adv.rank_loss_sparse(jnp.asarray(scores), batch, chunk=chunk)
+        np.testing.assert_allclose(np.asarray(sparse), np.asarray(dense), rtol=1e-6, atol=1e-6)
+
+
+def test_scatter_rows_ignores_stale_rows():
+    rng = np.random.default_rng(11)
+    x_csr = _random_x(rng, 9, 30, density=0.1)
+    users = np.array([5, 2, 7, 0])
+    batch = make_batch(x_csr, users, x_csr.nnz + 5)  # padding entries too
+    g = rng.normal(size=(4, 6)).astype(np.float32)
+    stale = rng.normal(size=(30, 6)).astype(np.float32) * 1e3
+    acc, touched = scatter_rows(jnp.asarray(stale), batch, jnp.asarray(g))
+    expected = x_csr[users].toarray().astype(np.float64).T @ g.astype(np.float64)
+    got = np.where(np.asarray(touched)[:, None], np.asarray(acc), 0.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    items = np.unique(x_csr[users].indices)
+    assert set(items) <= set(np.flatnonzero(np.asarray(touched)))
+    untouched = ~np.asarray(touched)
+    np.testing.assert_array_equal(np.asarray(acc)[untouched], stale[untouched])
