@@ -188,14 +188,18 @@ def rank_loss_sparse(
     rel = jnp.pad(batch.vals > 0, (0, pad))
     item = jnp.arange(scores.shape[1])
 
-    def ranks(entries):
-        r, c = entries
+    def ranks(i, rank):
+        r = jax.lax.dynamic_slice_in_dim(rows, i * chunk, chunk)
+        c = jax.lax.dynamic_slice_in_dim(cols, i * chunk, chunk)
         row = scores[r]  # [chunk, n]
         mine = jnp.take_along_axis(row, c[:, None], axis=1)
         ahead = (row > mine) | ((row == mine) & (item[None, :] < c[:, None]))
-        return jnp.sum(ahead, axis=1)
+        return jax.lax.dynamic_update_slice_in_dim(rank, jnp.sum(ahead, axis=1), i * chunk, 0)
 
-    rank = jax.lax.map(ranks, (rows.reshape(-1, chunk), cols.reshape(-1, chunk))).reshape(-1)
+    # Chunks past the real entries are skipped: their ranks stay 0, and they are padding
+    # (value 0, not relevant).
+    n_chunks = (batch.nnz + chunk - 1) // chunk
+    rank = jax.lax.fori_loop(0, n_chunks, ranks, jnp.zeros(rows.shape, jnp.int32))
     gain = jnp.where(rel & (rank < k), 1.0 / jnp.log2(rank + 2.0), 0.0)
     dcg = jax.ops.segment_sum(gain, rows, num_segments=batch.n_users)
     n_rel = jax.ops.segment_sum(rel.astype(jnp.int32), rows, num_segments=batch.n_users)

@@ -166,7 +166,8 @@ def gda_step(
 
     def ascend(operand):
         adv_params, adv_opt_state = operand
-        scores = jax.lax.stop_gradient(batch_product(params["W"], batch, x, product=product))
+        scores = batch_product(params["W"], batch, x, product=product, zero_diagonal=True)
+        scores = jax.lax.stop_gradient(scores)
         value, g = jax.value_and_grad(model.objective)(adv_params, apply, batch, x, scores, B=B)
         neg = jax.tree_util.tree_map(jnp.negative, g)  # ascend
         adv_updates, adv_opt_state = state.adversary_optimizer.update(
@@ -205,16 +206,19 @@ def _sparse_learner_update(state, batch, x, weights, C):
     gradient −2 Σ_u w_u x_uᵀ r_u is written into the batch's items' rows of the buffer
     (`scatter_rows`: never cleared, the other rows are masked), and the regulariser's
     C·W and the diagonal mask are applied inside Adam's elementwise pass. W's diagonal
-    is 0 at init and gets a zero gradient, so it stays 0.
+    is 0 in every `TrainState` (`init_state` zeroes it, every step keeps it, masked in
+    the same pass), so the products skip the mask and ‖W‖² needs no correction.
     """
     W = state.params["W"]
-    residual = x - batch_product(W, batch, x, product="sparse")
+    residual = x - batch_product(W, batch, x, product="sparse", zero_diagonal=True)
     per_user = jnp.sum(jnp.square(residual), axis=-1)
-    reg = jnp.sum(jnp.square(W)) - jnp.sum(jnp.square(jnp.diagonal(W)))
+    reg = jnp.sum(jnp.square(W))
     loss = jnp.sum(weights * per_user) + 0.5 * C * reg
     buffer, touched = scatter_rows(state.grad_buffer, batch, -2.0 * weights[:, None] * residual)
-    row = jax.lax.broadcasted_iota(jnp.int32, W.shape, 0)
-    data = touched[:, None] & (row != jax.lax.broadcasted_iota(jnp.int32, W.shape, 1))
+    diagonal = jax.lax.broadcasted_iota(jnp.int32, W.shape, 0) == jax.lax.broadcasted_iota(
+        jnp.int32, W.shape, 1
+    )
+    data = touched[:, None] & ~diagonal
     # Adam writes W in place, so the ‖W‖² above must be read first. XLA's CPU pipeline
     # drops `optimization_barrier`, and its copy insertion then copies all of W (≈0.4 s
     # a step at n ≈ 25k, measured); C + 0·reg is a data dependency that orders the two
@@ -222,7 +226,9 @@ def _sparse_learner_update(state, batch, x, weights, C):
     # run anyway).
     grads = {"W": jnp.where(data, buffer, 0.0) + (C + 0.0 * reg) * W}
     updates, opt_state = state.optimizer.update(grads, state.opt_state, state.params)
-    return loss, optax.apply_updates(state.params, updates), opt_state, buffer
+    params = optax.apply_updates(state.params, updates)
+    params = {**params, "W": jnp.where(diagonal, 0.0, params["W"])}
+    return loss, params, opt_state, buffer
 
 
 def make_step(model: Model, config, *, warmup_steps: int, product: str | None = None):

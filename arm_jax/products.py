@@ -33,6 +33,8 @@ class SparseBatch:
       rows: `[nnz_cap]` int32 user position in the batch, 0 ≤ rows < n_users.
       cols: `[nnz_cap]` int32 item index.
       vals: `[nnz_cap]` float values; padding entries have value 0 (row 0, col 0).
+      nnz: int32 scalar, the real entries: `[0, nnz)`, padding after them. The scans
+        over entries stop there (a traced bound: no retrace, no work on padding).
       n_users: b, users in the batch (static).
       n_items: n (static).
     """
@@ -40,6 +42,7 @@ class SparseBatch:
     rows: jax.Array
     cols: jax.Array
     vals: jax.Array
+    nnz: jax.Array
     n_users: int = flax.struct.field(pytree_node=False)
     n_items: int = flax.struct.field(pytree_node=False)
 
@@ -63,7 +66,7 @@ def make_batch(x: sp.csr_matrix, users: np.ndarray, nnz_cap: int, dtype=np.float
     rows[:nnz] = np.repeat(np.arange(sub.shape[0], dtype=np.int32), np.diff(sub.indptr))
     cols[:nnz] = sub.indices
     vals[:nnz] = sub.data
-    return SparseBatch(rows, cols, vals, n_users=sub.shape[0], n_items=x.shape[1])
+    return SparseBatch(rows, cols, vals, np.int32(nnz), n_users=sub.shape[0], n_items=x.shape[1])
 
 
 def densify(batch: SparseBatch, dtype=jnp.float32) -> jax.Array:
@@ -78,38 +81,44 @@ def sparse_matmul(batch: SparseBatch, m: jax.Array) -> jax.Array:
     return jax.ops.segment_sum(rows, batch.rows, num_segments=batch.n_users)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _scan_rows_product(w, rows, cols, vals, n_users):
-    """`Σ_e vals[e] · w[cols[e]]` added into row `rows[e]`: `[n_users, n]`."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _scan_rows_product(w, rows, cols, vals, nnz, n_users):
+    """`Σ_e vals[e] · w[cols[e]]` added into row `rows[e]`, e < nnz: `[n_users, n]`."""
+    rows, cols, vals = jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(vals, w.dtype)
 
-    def add_row(acc, entry):
-        r, c, v = entry
-        row = jax.lax.dynamic_slice_in_dim(w, c, 1, 0) * v
+    def add_row(e, acc):
+        r, c = rows[e], cols[e]
+        row = jax.lax.dynamic_slice_in_dim(w, c, 1, 0) * vals[e]
         cur = jax.lax.dynamic_slice_in_dim(acc, r, 1, 0)
-        return jax.lax.dynamic_update_slice_in_dim(acc, cur + row, r, 0), None
+        return jax.lax.dynamic_update_slice_in_dim(acc, cur + row, r, 0)
 
-    acc = jnp.zeros((n_users, w.shape[1]), w.dtype)
-    return jax.lax.scan(add_row, acc, (rows, cols, vals.astype(w.dtype)))[0]
+    return jax.lax.fori_loop(0, nnz, add_row, jnp.zeros((n_users, w.shape[1]), w.dtype))
 
 
-def _scan_rows_fwd(w, rows, cols, vals, n_users):
-    return _scan_rows_product(w, rows, cols, vals, n_users), (w.shape, rows, cols, vals)
+def _scan_rows_fwd(w, rows, cols, vals, nnz, n_users):
+    out = _scan_rows_product(w, rows, cols, vals, nnz, n_users)
+    return out, (w.shape, rows, cols, vals, nnz)
 
 
 def scatter_rows_add(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> jax.Array:
     """`acc + x_batchᵀ g`: adds `vals[e] · g[rows[e]]` into row `cols[e]` of `acc`.
 
-    A scan over the nonzeros that updates `acc: [n, k]` in place (donate it), touching
+    A loop over the nonzeros that updates `acc: [n, k]` in place (donate it), touching
     only the batch's items' rows; `g: [b, k]`.
     """
+    rows, cols, vals = (
+        jnp.asarray(batch.rows),
+        jnp.asarray(batch.cols),
+        jnp.asarray(batch.vals, g.dtype),
+    )
 
-    def add_row(acc, entry):
-        r, c, v = entry
-        row = jax.lax.dynamic_slice_in_dim(g, r, 1, 0) * v
+    def add_row(e, acc):
+        r, c = rows[e], cols[e]
+        row = jax.lax.dynamic_slice_in_dim(g, r, 1, 0) * vals[e]
         cur = jax.lax.dynamic_slice_in_dim(acc, c, 1, 0)
-        return jax.lax.dynamic_update_slice_in_dim(acc, cur + row, c, 0), None
+        return jax.lax.dynamic_update_slice_in_dim(acc, cur + row, c, 0)
 
-    return jax.lax.scan(add_row, acc, (batch.rows, batch.cols, batch.vals.astype(g.dtype)))[0]
+    return jax.lax.fori_loop(0, batch.nnz, add_row, acc)
 
 
 def scatter_rows(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -128,26 +137,30 @@ def scatter_rows(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> tuple[jax.
       (acc, touched `[n]` bool: the rows that now hold `x_batchᵀ g`; the others are
       zero in `x_batchᵀ g`).
     """
+    rows, cols, vals = (
+        jnp.asarray(batch.rows),
+        jnp.asarray(batch.cols),
+        jnp.asarray(batch.vals, g.dtype),
+    )
 
-    def set_add_row(carry, entry):
+    def set_add_row(e, carry):
         acc, touched = carry
-        r, c, v = entry
-        row = jax.lax.dynamic_slice_in_dim(g, r, 1, 0) * v
+        r, c = rows[e], cols[e]
+        row = jax.lax.dynamic_slice_in_dim(g, r, 1, 0) * vals[e]
         cur = jax.lax.dynamic_slice_in_dim(acc, c, 1, 0)
         cur = jnp.where(touched[c], cur, jnp.zeros_like(cur))
         acc = jax.lax.dynamic_update_slice_in_dim(acc, cur + row, c, 0)
-        return (acc, touched.at[c].set(True)), None
+        return acc, touched.at[c].set(True)
 
     touched = jnp.zeros((acc.shape[0],), bool)
-    entries = (batch.rows, batch.cols, batch.vals.astype(g.dtype))
-    return jax.lax.scan(set_add_row, (acc, touched), entries)[0]
+    return jax.lax.fori_loop(0, batch.nnz, set_add_row, (acc, touched))
 
 
 def _scan_rows_bwd(n_users, res, g):
     # d/dW of Σ_e v_e ⟨g[r_e], W[c_e]⟩ = x_batchᵀ g.
-    shape, rows, cols, vals = res
-    batch = SparseBatch(rows, cols, vals, n_users=n_users, n_items=shape[0])
-    return scatter_rows_add(jnp.zeros(shape, g.dtype), batch, g), None, None, None
+    shape, rows, cols, vals, nnz = res
+    batch = SparseBatch(rows, cols, vals, nnz, n_users=n_users, n_items=shape[0])
+    return scatter_rows_add(jnp.zeros(shape, g.dtype), batch, g), None, None, None, None
 
 
 _scan_rows_product.defvjp(_scan_rows_fwd, _scan_rows_bwd)
@@ -162,7 +175,9 @@ def resolve_product(product: str) -> str:
     return product
 
 
-def batch_product(w: jax.Array, batch: SparseBatch, x: jax.Array, *, product: str) -> jax.Array:
+def batch_product(
+    w: jax.Array, batch: SparseBatch, x: jax.Array, *, product: str, zero_diagonal: bool = False
+) -> jax.Array:
     """Predictions `x_u W̃` with W̃ = W with its diagonal masked to 0.
 
     Args:
@@ -170,6 +185,8 @@ def batch_product(w: jax.Array, batch: SparseBatch, x: jax.Array, *, product: st
       batch: the users' rows, sparse.
       x: `[b, n]` the same rows, dense (used by the dense product and the mask).
       product: "dense" or "sparse" (resolved, see `resolve_product`).
+      zero_diagonal: promise that `w`'s diagonal is already 0 (a `TrainState`'s W
+        always is): skips the mask.
 
     Returns:
       `[b, n]` scores.
@@ -177,6 +194,8 @@ def batch_product(w: jax.Array, batch: SparseBatch, x: jax.Array, *, product: st
     if product == "dense":
         xw = x @ w
     else:
-        xw = _scan_rows_product(w, batch.rows, batch.cols, batch.vals, batch.n_users)
+        xw = _scan_rows_product(w, batch.rows, batch.cols, batch.vals, batch.nnz, batch.n_users)
+    if zero_diagonal:
+        return xw
     # x W̃ = x W − x ⊙ diag(W): the mask costs an n-vector, not an [n, n] copy.
     return xw - x * jnp.diagonal(w)[None, :]

@@ -78,7 +78,8 @@ def predict_sparse(w: jax.Array, x: jax.Array) -> jax.Array:
     def sparse(_):
         rows, cols = jnp.nonzero(x, size=size, fill_value=0)
         vals = jnp.where(jnp.arange(size) < count, x[rows, cols], 0.0)
-        batch = SparseBatch(rows.astype(jnp.int32), cols.astype(jnp.int32), vals, users, n)
+        rows, cols = rows.astype(jnp.int32), cols.astype(jnp.int32)
+        batch = SparseBatch(rows, cols, vals, count.astype(jnp.int32), users, n)
         return batch_product(w, batch, jnp.zeros_like(x), product="sparse")
 
     return jax.lax.cond(count <= size, sparse, lambda _: x @ w, None)
