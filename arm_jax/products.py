@@ -6,11 +6,11 @@
 - "dense": the batch is made dense on the device and multiplied, `[b, n] @ [n, n]`
   (tensor cores on a GPU). Work ∝ b·n².
 "auto" picks sparse on CPU and dense on accelerators. Measured on 2 shared CPU cores at
-amazon-book size (n = 24,915, b = 1024, ≈10k nonzeros per batch; `launch/_bench_train.py`):
-one `x W` takes ≈0.15 s sparse against ≈16 s dense, and a whole R-LARM step ≈2.4 s
-sparse against ≈26 s dense (≈134 s against ≈1,430 s per 55-step epoch). On a GPU the
-dense product runs on tensor cores in milliseconds, while a sequential scan over the
-~10⁵ nonzeros of an ML-20M or MSD batch does not pay.
+amazon-book size (n = 24,912, b = 1024, ≈11.5k nonzeros per batch;
+`launch/benchmark.py --what=train --data=amazon-book`): a whole R-LARM step takes
+≈1.4 s sparse against ≈44 s dense. On a GPU the dense product runs on tensor cores in
+milliseconds, while a sequential loop over the ~10⁵ nonzeros of an ML-20M or MSD batch
+does not pay.
 
 The coordinate arrays have a fixed length per run (`nnz_cap`, padding entries have value
 0), so every batch reuses one compiled step.
