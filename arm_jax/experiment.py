@@ -25,6 +25,7 @@ import numpy as np
 
 from arm_jax import configs, ease, io, metrics, training
 from arm_jax.data import Split, split_stats
+from arm_jax.products import resolve_product
 
 
 def _groups(split: Split, part: str) -> np.ndarray | None:
@@ -35,10 +36,14 @@ def evaluate_model(w: jax.Array, split: Split, part: str) -> dict[str, np.ndarra
     """Per-user metrics of the item-item model `w` on `part` ("valid" or "test") users.
 
     Returns the arrays of the `per_user_*.npz` file (users with nothing held out are
-    excluded, as in Liang et al.).
+    excluded, as in Liang et al.). The scores `x W` come from the fold-in rows' nonzeros
+    on a CPU (`training.predict_sparse`: at amazon-book size the dense product took
+    ≈130 s for 7,059 users on 2 cores), from a dense product elsewhere.
     """
     fold_in, heldout = getattr(split, f"{part}_tr"), getattr(split, f"{part}_te")
-    out = metrics.evaluate(ease.predict, w, fold_in, heldout, with_loss=True)
+    sparse = resolve_product("auto") == "sparse"
+    predict = training.predict_sparse if sparse else ease.predict
+    out = metrics.evaluate(predict, w, fold_in, heldout, with_loss=True)
     index = out.pop("index")
     out["user_ids"] = np.asarray(getattr(split, f"{part}_user_ids"))[index]
     groups = _groups(split, part)
