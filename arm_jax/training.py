@@ -7,7 +7,8 @@ uninterrupted one; the step keys are `fold_in(root, step)` of one root key.
 
 With a `workdir`, after every epoch:
 - `metrics.jsonl` gets one JSON line (losses, adversary weight statistics, validation
-  metrics, seconds);
+  metrics, and seconds: `step_seconds` for the epoch's steps, `valid_seconds` for the
+  validation, `seconds` for both plus the best checkpoint's write);
 - `latest.npz` holds the full train state (W, adversary, both Adam states, step) and the
   loop's bookkeeping (epoch, best metric, patience counter, history, fingerprint);
 - `best.npz` holds the best masked W and adversary so far.
@@ -273,7 +274,8 @@ def train_adversarial(
             key = jax.random.fold_in(step_root, epoch * steps_per_epoch + i)
             state, step_out = step_fn(state, batch, key)
             step_metrics.append(step_out)
-        record = {"epoch": epoch + 1, **_epoch_record(step_metrics)}
+        record = {"epoch": epoch + 1, **_epoch_record(step_metrics)}  # waits for the steps
+        record["step_seconds"] = time.perf_counter() - start
         epoch += 1
         if not _finite(record):
             stop_reason = (
@@ -286,10 +288,12 @@ def train_adversarial(
             if callback:
                 callback(record)
             break
+        valid_start = time.perf_counter()
         W = adversarial.learner_matrix(state.params)
         per_user = metrics.evaluate(score, W, split.valid_tr, split.valid_te)
         summary = metrics.summarize(per_user)
         record.update({f"valid_{k}": summary[k] for k in metrics.METRICS})
+        record["valid_seconds"] = time.perf_counter() - valid_start
         if summary["ndcg@100"] > best_ndcg:
             best_ndcg, best_epoch, bad_epochs = summary["ndcg@100"], epoch, 0
             best_W, best_adv = jax.device_get(W), jax.device_get(state.adversary_params)
