@@ -25,7 +25,6 @@ import numpy as np
 
 from arm_jax import configs, ease, io, metrics, training
 from arm_jax.data import Split, split_stats
-from arm_jax.products import resolve_product
 
 
 def _groups(split: Split, part: str) -> np.ndarray | None:
@@ -41,8 +40,7 @@ def evaluate_model(w: jax.Array, split: Split, part: str) -> dict[str, np.ndarra
     ≈130 s for 7,059 users on 2 cores), from a dense product elsewhere.
     """
     fold_in, heldout = getattr(split, f"{part}_tr"), getattr(split, f"{part}_te")
-    sparse = resolve_product("auto") == "sparse"
-    predict = training.predict_sparse if sparse else ease.predict
+    predict = training.scoring_function("auto")
     out = metrics.evaluate(predict, w, fold_in, heldout, with_loss=True)
     index = out.pop("index")
     out["user_ids"] = np.asarray(getattr(split, f"{part}_user_ids"))[index]

@@ -1,7 +1,7 @@
 """Mini-batches of users' rows as padded sparse coordinates, and the product `x_u W`.
 
 `x_u W` is computed one of two ways (`product=`):
-- "sparse": a scan over the batch's nonzeros that adds row `W[i]` into user `u`'s row
+- "sparse": a loop over the batch's nonzeros that adds row `W[i]` into user `u`'s row
   (the gradient scatters the residual rows back into `W`'s rows, in place). Work ∝ nnz·n.
 - "dense": the batch is made dense on the device and multiplied, `[b, n] @ [n, n]`
   (tensor cores on a GPU). Work ∝ b·n².
@@ -81,10 +81,15 @@ def sparse_matmul(batch: SparseBatch, m: jax.Array) -> jax.Array:
     return jax.ops.segment_sum(rows, batch.rows, num_segments=batch.n_users)
 
 
+def _coordinates(rows, cols, vals, dtype):
+    # Host (NumPy) batches too: the loops index these with traced positions.
+    return jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(vals, dtype)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _scan_rows_product(w, rows, cols, vals, nnz, n_users):
     """`Σ_e vals[e] · w[cols[e]]` added into row `rows[e]`, e < nnz: `[n_users, n]`."""
-    rows, cols, vals = jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(vals, w.dtype)
+    rows, cols, vals = _coordinates(rows, cols, vals, w.dtype)
 
     def add_row(e, acc):
         r, c = rows[e], cols[e]
@@ -100,33 +105,13 @@ def _scan_rows_fwd(w, rows, cols, vals, nnz, n_users):
     return out, (w.shape, rows, cols, vals, nnz)
 
 
-def scatter_rows_add(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> jax.Array:
-    """`acc + x_batchᵀ g`: adds `vals[e] · g[rows[e]]` into row `cols[e]` of `acc`.
-
-    A loop over the nonzeros that updates `acc: [n, k]` in place (donate it), touching
-    only the batch's items' rows; `g: [b, k]`.
-    """
-    rows, cols, vals = (
-        jnp.asarray(batch.rows),
-        jnp.asarray(batch.cols),
-        jnp.asarray(batch.vals, g.dtype),
-    )
-
-    def add_row(e, acc):
-        r, c = rows[e], cols[e]
-        row = jax.lax.dynamic_slice_in_dim(g, r, 1, 0) * vals[e]
-        cur = jax.lax.dynamic_slice_in_dim(acc, c, 1, 0)
-        return jax.lax.dynamic_update_slice_in_dim(acc, cur + row, c, 0)
-
-    return jax.lax.fori_loop(0, batch.nnz, add_row, acc)
-
-
 def scatter_rows(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`x_batchᵀ g` written into the batch's items' rows of `acc`, in place.
 
-    Like `scatter_rows_add` into zeros, without ever clearing `acc`: the first entry
-    that reaches a row overwrites it, later ones add to it. Rows of items not in the
-    batch keep whatever they held, so read `acc` only where `touched`.
+    A loop over the nonzeros that touches only the batch's items' rows and never clears
+    `acc`: the first entry that reaches a row overwrites it, later ones add to it. Rows
+    of items not in the batch keep whatever they held, so read `acc` only where
+    `touched`.
 
     Args:
       acc: `[n, k]` buffer (donate it); its contents on entry are ignored.
@@ -137,11 +122,7 @@ def scatter_rows(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> tuple[jax.
       (acc, touched `[n]` bool: the rows that now hold `x_batchᵀ g`; the others are
       zero in `x_batchᵀ g`).
     """
-    rows, cols, vals = (
-        jnp.asarray(batch.rows),
-        jnp.asarray(batch.cols),
-        jnp.asarray(batch.vals, g.dtype),
-    )
+    rows, cols, vals = _coordinates(batch.rows, batch.cols, batch.vals, g.dtype)
 
     def set_add_row(e, carry):
         acc, touched = carry
@@ -160,7 +141,9 @@ def _scan_rows_bwd(n_users, res, g):
     # d/dW of Σ_e v_e ⟨g[r_e], W[c_e]⟩ = x_batchᵀ g.
     shape, rows, cols, vals, nnz = res
     batch = SparseBatch(rows, cols, vals, nnz, n_users=n_users, n_items=shape[0])
-    return scatter_rows_add(jnp.zeros(shape, g.dtype), batch, g), None, None, None, None
+    # Into zeros, rows outside the batch stay 0: no need for the touched mask.
+    grad = scatter_rows(jnp.zeros(shape, g.dtype), batch, g)[0]
+    return grad, None, None, None, None
 
 
 _scan_rows_product.defvjp(_scan_rows_fwd, _scan_rows_bwd)

@@ -86,6 +86,12 @@ def predict_sparse(w: jax.Array, x: jax.Array) -> jax.Array:
     return jax.lax.cond(count <= size, sparse, lambda _: x @ w, None)
 
 
+def scoring_function(product: str):
+    """The `metrics.evaluate` predict function for `product`: `predict_sparse` where the
+    product resolves to sparse (CPUs), `ease.predict` (dense) elsewhere."""
+    return predict_sparse if resolve_product(product) == "sparse" else predict
+
+
 def nnz_cap(x: sp.csr_matrix, batch_size: int) -> int:
     """A fixed per-run length for the batches' coordinate arrays.
 
@@ -254,7 +260,7 @@ def train_adversarial(
         os.makedirs(workdir, exist_ok=True)
         _rewrite_metrics(workdir, [])
 
-    score = predict_sparse if resolve_product(config.product) == "sparse" else predict
+    score = scoring_function(config.product)
     stop_reason = "max_epochs"
     while epoch < config.max_epochs and bad_epochs < config.patience:
         start = time.perf_counter()
