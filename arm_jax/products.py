@@ -86,18 +86,35 @@ def _coordinates(rows, cols, vals, dtype):
     return jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(vals, dtype)
 
 
+# Nonzeros read per iteration of the x·W loop. Entries of one user are consecutive (as
+# `make_batch` writes them), so each iteration adds up to this many of a user's rows of W
+# at once: several row reads in flight instead of one. 4 was fastest at amazon-book size
+# on 2 CPU cores (0.09 s against 0.15 s for one entry at a time, standalone loop).
+_ROWS_PER_STEP = 4
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _scan_rows_product(w, rows, cols, vals, nnz, n_users):
     """`Σ_e vals[e] · w[cols[e]]` added into row `rows[e]`, e < nnz: `[n_users, n]`."""
     rows, cols, vals = _coordinates(rows, cols, vals, w.dtype)
+    k = _ROWS_PER_STEP
+    rows, cols, vals = jnp.pad(rows, (0, k)), jnp.pad(cols, (0, k)), jnp.pad(vals, (0, k))
 
-    def add_row(e, acc):
-        r, c = rows[e], cols[e]
-        row = jax.lax.dynamic_slice_in_dim(w, c, 1, 0) * vals[e]
+    def add_rows(carry):
+        e, acc = carry
+        r = rows[e]
+        window = e + jnp.arange(k)
+        # The run of entries of user r starting at e (any order of rows stays correct).
+        take = jnp.cumprod((rows[window] == r) & (window < nnz)).astype(bool)
         cur = jax.lax.dynamic_slice_in_dim(acc, r, 1, 0)
-        return jax.lax.dynamic_update_slice_in_dim(acc, cur + row, r, 0)
+        for j in range(k):
+            scale = jnp.where(take[j], vals[e + j], 0.0)
+            cur = cur + jax.lax.dynamic_slice_in_dim(w, cols[e + j], 1, 0) * scale
+        acc = jax.lax.dynamic_update_slice_in_dim(acc, cur, r, 0)
+        return e + jnp.sum(take, dtype=jnp.int32), acc
 
-    return jax.lax.fori_loop(0, nnz, add_row, jnp.zeros((n_users, w.shape[1]), w.dtype))
+    init = (jnp.zeros((), jnp.int32), jnp.zeros((n_users, w.shape[1]), w.dtype))
+    return jax.lax.while_loop(lambda carry: carry[0] < nnz, add_rows, init)[1]
 
 
 def _scan_rows_fwd(w, rows, cols, vals, nnz, n_users):
@@ -105,8 +122,10 @@ def _scan_rows_fwd(w, rows, cols, vals, nnz, n_users):
     return out, (w.shape, rows, cols, vals, nnz)
 
 
-def scatter_rows(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`x_batchᵀ g` written into the batch's items' rows of `acc`, in place.
+def scatter_rows(
+    acc: jax.Array, batch: SparseBatch, g: jax.Array, scale: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """`x_batchᵀ diag(scale) g` written into the batch's items' rows of `acc`, in place.
 
     A loop over the nonzeros that touches only the batch's items' rows and never clears
     `acc`: the first entry that reaches a row overwrites it, later ones add to it. Rows
@@ -117,12 +136,16 @@ def scatter_rows(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> tuple[jax.
       acc: `[n, k]` buffer (donate it); its contents on entry are ignored.
       batch: the users' rows.
       g: `[b, k]`.
+      scale: `[b]` per-user factors applied as the rows are read (no scaled `[b, k]`
+        copy of `g`), or None for 1.
 
     Returns:
-      (acc, touched `[n]` bool: the rows that now hold `x_batchᵀ g`; the others are
-      zero in `x_batchᵀ g`).
+      (acc, touched `[n]` bool: the rows that now hold the product; the others are
+      zero in it).
     """
     rows, cols, vals = _coordinates(batch.rows, batch.cols, batch.vals, g.dtype)
+    if scale is not None:
+        vals = vals * scale.astype(g.dtype)[rows]
 
     def set_add_row(e, carry):
         acc, touched = carry
@@ -135,6 +158,17 @@ def scatter_rows(acc: jax.Array, batch: SparseBatch, g: jax.Array) -> tuple[jax.
 
     touched = jnp.zeros((acc.shape[0],), bool)
     return jax.lax.fori_loop(0, batch.nnz, set_add_row, (acc, touched))
+
+
+def sparse_residual(w: jax.Array, batch: SparseBatch) -> jax.Array:
+    """`x − x W` for a `w` with zero diagonal, with no dense `x`: `[b, n]`.
+
+    The batch's values are added into `−x W` in place, so a step's only `[b, n]` array
+    is this one (a CPU then page-faults one fresh `[b, n]` temporary a step, not three).
+    """
+    rows, cols, vals = _coordinates(batch.rows, batch.cols, batch.vals, w.dtype)
+    minus_pred = _scan_rows_product(w, rows, cols, -vals, batch.nnz, batch.n_users)
+    return minus_pred.at[rows, cols].add(vals)
 
 
 def _scan_rows_bwd(n_users, res, g):

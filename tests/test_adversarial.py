@@ -10,7 +10,14 @@ import scipy.sparse as sp
 from arm_jax import adversarial as adv
 from arm_jax import configs, gda
 from arm_jax.errors import ConfigError
-from arm_jax.products import batch_product, densify, make_batch, scatter_rows
+from arm_jax.products import (
+    SparseBatch,
+    batch_product,
+    densify,
+    make_batch,
+    scatter_rows,
+    sparse_residual,
+)
 
 
 def _random_x(rng, m, n, density=0.3, min_items=1):
@@ -274,3 +281,46 @@ def test_scatter_rows_ignores_stale_rows():
     assert set(items) <= set(np.flatnonzero(np.asarray(touched)))
     untouched = ~np.asarray(touched)
     np.testing.assert_array_equal(np.asarray(acc)[untouched], stale[untouched])
+
+
+def test_scatter_rows_scale_is_per_user():
+    rng = np.random.default_rng(12)
+    x_csr = _random_x(rng, 9, 30, density=0.2)
+    users = np.array([3, 8, 1])
+    batch = make_batch(x_csr, users, x_csr.nnz + 2)
+    g = rng.normal(size=(3, 5)).astype(np.float32)
+    scale = rng.normal(size=3).astype(np.float32)
+    acc, touched = scatter_rows(jnp.zeros((30, 5)), batch, jnp.asarray(g), jnp.asarray(scale))
+    x = x_csr[users].toarray().astype(np.float64)
+    expected = x.T @ (scale.astype(np.float64)[:, None] * g.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(acc), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_residual_and_product_in_any_entry_order():
+    # The x·W loop adds a run of one user's consecutive entries per iteration: entries
+    # of a user split into several runs (any order a caller may build) give the same.
+    rng = np.random.default_rng(13)
+    x_csr = _random_x(rng, 7, 40, density=0.25)
+    W = rng.normal(size=(40, 40)).astype(np.float32)
+    np.fill_diagonal(W, 0.0)
+    x = x_csr.toarray().astype(np.float64)
+    expected = x - x @ W.astype(np.float64)
+    batch = make_batch(x_csr, np.arange(7), x_csr.nnz + 9)
+    got = sparse_residual(jnp.asarray(W), batch)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
+    order = rng.permutation(x_csr.nnz)  # users interleaved, padding after the entries
+    pad = batch.rows.shape[0] - x_csr.nnz
+    shuffled = SparseBatch(
+        *(
+            np.concatenate([a[: x_csr.nnz][order], a[x_csr.nnz :]])
+            for a in (batch.rows, batch.cols, batch.vals)
+        ),
+        batch.nnz,
+        n_users=7,
+        n_items=40,
+    )
+    assert pad > 0
+    got = batch_product(jnp.asarray(W), shuffled, densify(shuffled), product="sparse")
+    np.testing.assert_allclose(np.asarray(got), x @ W, rtol=1e-5, atol=1e-4)
+    got = sparse_residual(jnp.asarray(W), shuffled)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
