@@ -6,8 +6,10 @@ Every epoch is a fresh permutation of the training users cut into floor(m / b) b
 uninterrupted one; the step keys are `fold_in(root, step)` of one root key.
 
 With a `workdir`, after every epoch:
-- `metrics.jsonl` gets one JSON line (losses, adversary weight statistics, validation
-  metrics, and seconds: `step_seconds` for the epoch's steps, `valid_seconds` for the
+- `metrics.jsonl` gets one JSON line (losses: `data_loss`, the steps' mean weighted
+  squared error, and `learner_loss`, that plus (C/2)‖W‖² of the epoch's last W; the
+  adversary's mean objective; adversary weight statistics; validation metrics; and
+  seconds: `step_seconds` for the epoch's steps, `valid_seconds` for the
   validation, `seconds` for both plus the best checkpoint's write);
 - `latest.npz` holds the full train state (W, adversary, both Adam states, step) and the
   loop's bookkeeping (epoch, best metric, patience counter, history, fingerprint);
@@ -157,13 +159,22 @@ def _validate(split, model: str, config: ModelConfig) -> None:
         raise ConfigError(f"--batch_size={config.batch_size} is larger than the {m} training users")
 
 
-def _epoch_record(step_metrics: list[dict]) -> dict:
+@jax.jit
+def _squared_norm(w: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.square(w.astype(jnp.float32)))
+
+
+def _epoch_record(step_metrics: list[dict], W: jax.Array, C: float) -> dict:
+    """The epoch's means; the learner loss is the steps' mean data loss plus (C/2)‖W‖²
+    of the epoch's last W (the steps do not read all of W for it, see `gda_step`)."""
     host = jax.device_get(step_metrics)
     stacked = {k: np.asarray([s[k] for s in host], np.float64) for k in host[0]}
     active = stacked["adversary_active"] > 0
     obj = stacked["adversary_objective"][active]
+    data_loss = float(stacked["data_loss"].mean())
     return {
-        "learner_loss": float(stacked["learner_loss"].mean()),
+        "learner_loss": data_loss + 0.5 * C * float(_squared_norm(W)),
+        "data_loss": data_loss,
         "adversary_objective": float(obj.mean()) if active.any() else None,
         "adversary_steps": int(active.sum()),
         "weight_min": float(stacked["weight_min"].min()),
@@ -280,7 +291,8 @@ def train_adversarial(
             key = jax.random.fold_in(step_root, epoch * steps_per_epoch + i)
             state, step_out = step_fn(state, batch, key)
             step_metrics.append(step_out)
-        record = {"epoch": epoch + 1, **_epoch_record(step_metrics)}  # waits for the steps
+        # Waits for the steps.
+        record = {"epoch": epoch + 1, **_epoch_record(step_metrics, state.params["W"], config.C)}
         record["step_seconds"] = time.perf_counter() - start
         epoch += 1
         if not _finite(record):

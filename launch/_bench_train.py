@@ -62,7 +62,7 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
         state, out = step(state, batch(), jax.random.PRNGKey(i + 1))
     jax.block_until_ready((state, out))
     per_step = (time.perf_counter() - start) / max(steps, 1)
-    loss = float(out["learner_loss"])
+    loss = float(out["data_loss"])
     del state
     return {
         "init_s": init_s,

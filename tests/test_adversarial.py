@@ -324,3 +324,23 @@ def test_sparse_residual_and_product_in_any_entry_order():
     np.testing.assert_allclose(np.asarray(got), x @ W, rtol=1e-5, atol=1e-4)
     got = sparse_residual(jnp.asarray(W), shuffled)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("product", ["dense", "sparse"])
+def test_step_reports_the_weighted_data_loss(product):
+    rng = np.random.default_rng(14)
+    x_csr = _random_x(rng, 8, 12)
+    config = _config(batch_size=8)
+    spec = adv.make_model("rlarm")
+    key = jax.random.PRNGKey(3)
+    state = gda.init_state(key, 12, adversary=spec.adversary, config=config, product=product)
+    batch = make_batch(x_csr, np.arange(8), x_csr.nnz + 4)
+    W = np.asarray(state.params["W"], np.float64)
+    s = np.asarray(spec.adversary.apply(state.adversary_params, batch), np.float64)
+    w = 1.0 / (1.0 + np.exp(-s))
+    w /= w.sum()
+    x = x_csr.toarray().astype(np.float64)
+    expected = np.sum(w * np.sum((x - x @ W) ** 2, axis=1))
+    step = gda.make_step(spec, config, warmup_steps=0, product=product)
+    _, out = step(state, batch, key)
+    np.testing.assert_allclose(float(out["data_loss"]), expected, rtol=1e-5)

@@ -186,3 +186,13 @@ def test_sparse_validation_scores_match_the_dense_product():
     a = metrics.evaluate(training.predict_sparse, w, split.valid_tr, split.valid_te)
     b = metrics.evaluate(ease.predict, w, split.valid_tr, split.valid_te)
     np.testing.assert_allclose(a["ndcg@100"], b["ndcg@100"], rtol=1e-5, atol=1e-6)
+
+
+def test_epoch_learner_loss_adds_the_regulariser_of_the_last_W():
+    config = _config(max_epochs=1, C=0.5)
+    result = training.train_adversarial(_split(), model="rlarm", config=config, seed=1)
+    (record,) = result.history
+    W = np.asarray(result.learner, np.float64)  # one epoch: the best is the last W
+    expected = record["data_loss"] + 0.25 * np.sum(W**2)
+    np.testing.assert_allclose(record["learner_loss"], expected, rtol=1e-5)
+    assert 0 < record["data_loss"] < record["learner_loss"]
