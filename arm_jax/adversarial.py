@@ -187,6 +187,7 @@ def rank_loss_sparse(
     rows, cols = jnp.pad(batch.rows, (0, pad)), jnp.pad(batch.cols, (0, pad))
     rel = jnp.pad(batch.vals > 0, (0, pad))
     item = jnp.arange(scores.shape[1])
+    count_dtype = jnp.float32 if scores.shape[1] < 2**24 else jnp.int32
 
     def ranks(i, rank):
         r = jax.lax.dynamic_slice_in_dim(rows, i * chunk, chunk)
@@ -194,7 +195,10 @@ def rank_loss_sparse(
         row = scores[r]  # [chunk, n]
         mine = jnp.take_along_axis(row, c[:, None], axis=1)
         ahead = (row > mine) | ((row == mine) & (item[None, :] < c[:, None]))
-        return jax.lax.dynamic_update_slice_in_dim(rank, jnp.sum(ahead, axis=1), i * chunk, 0)
+        # Counted in float32, exact below 2^24 items: XLA's CPU reduction of int32 ran
+        # 2-4× slower (0.11-0.29 s against 0.05-0.08 s a batch at amazon-book size).
+        count = jnp.sum(ahead.astype(count_dtype), axis=1).astype(jnp.int32)
+        return jax.lax.dynamic_update_slice_in_dim(rank, count, i * chunk, 0)
 
     # Chunks past the real entries are skipped: their ranks stay 0, and they are padding
     # (value 0, not relevant).
