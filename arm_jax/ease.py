@@ -59,6 +59,7 @@ def gram_matrix(
     dtype=jnp.float32,
     method: str = "auto",
     chunk_size: int = 8192,
+    pairs_per_chunk: int = 2**26,
 ) -> jax.Array:
     """XᵀDX as a dense `[n, n]` device array.
 
@@ -67,10 +68,13 @@ def gram_matrix(
       weights: `[m]` user weights (the diagonal of D) or None for all ones.
       dtype: result dtype (float32 or, with x64 enabled, float64).
       method: "sparse" (SciPy sparse product on the host), "device" (user chunks
-        densified and multiplied on the default device), or "auto": "device" on an
-        accelerator, "sparse" on the CPU, where a dense product would do ~1/density more
-        work.
-      chunk_size: users per device chunk.
+        densified and multiplied on the default device), "pairs" (each user's k² item
+        pairs added into G on the device: Σ_u k_u² updates against m·n² multiply-adds
+        for "device", e.g. 3.2·10⁹ against 1.6·10¹⁵ at the MSD shape), or "auto":
+        "device" on an accelerator, "sparse" on the CPU, where a dense product would do
+        ~1/density more work.
+      chunk_size: users per "device" chunk.
+      pairs_per_chunk: item pairs per "pairs" chunk.
     """
     dtype = _check_dtype(dtype)
     if method == "auto":
@@ -82,7 +86,9 @@ def gram_matrix(
         return jnp.asarray(g.toarray(), dtype=dtype)
     if method == "device":
         return _gram_on_device(x, weights, dtype=dtype, chunk_size=chunk_size)
-    raise ConfigError(f"gram method must be auto, sparse or device, got {method!r}")
+    if method == "pairs":
+        return _gram_from_pairs(x, weights, dtype=dtype, pairs_per_chunk=pairs_per_chunk)
+    raise ConfigError(f"gram method must be auto, sparse, device or pairs, got {method!r}")
 
 
 def chunk_layout(x: sp.csr_matrix, weights, *, chunk_size: int):
@@ -166,6 +172,68 @@ def _scan_gram(rows, cols, vals, *, n, chunk_size, exact_binary, n_blocks=1):
         ]
     )
     return g[:n, :n]
+
+
+def pair_layout(x: sp.csr_matrix, *, pairs_per_chunk: int):
+    """Host-side layout of the users' item pairs for `_scan_pairs`, in fixed-size chunks.
+
+    User u owns the pairs [cum_u, cum_u + k_u²) of one global numbering (k_u its items);
+    chunk c holds the pairs [c·P, (c+1)·P), so a heavy user may span chunks. Per chunk:
+    `offsets` (the first pair of each user that touches it, relative to the chunk's
+    start; ascending, padded with P) and `users` (their rows), each `[n_chunks, width]`.
+    """
+    k = np.diff(x.indptr).astype(np.int64)
+    if k.size and k.max() ** 2 >= 2**31:
+        raise ConfigError(f"a user with {k.max()} items is too many for gram method 'pairs'")
+    cum = np.concatenate([[0], np.cumsum(k * k)])
+    total, P = int(cum[-1]), pairs_per_chunk
+    starts = np.arange(max(1, -(-total // P)), dtype=np.int64) * P
+    first = np.searchsorted(cum, starts, side="right") - 1  # user holding pair `start`
+    last = np.searchsorted(cum, np.minimum(starts + P, total), side="left")
+    width = max(int((last - first).max()), 1)
+    slots = first[:, None] + np.arange(width)[None, :]
+    inside = slots < last[:, None]
+    offsets = np.where(inside, cum[np.clip(slots, 0, len(k))] - starts[:, None], P)
+    users = np.where(inside, slots, 0)
+    return offsets.astype(np.int32), users.astype(np.int32)
+
+
+def _gram_from_pairs(x: sp.csr_matrix, weights, *, dtype, pairs_per_chunk: int) -> jax.Array:
+    x = x.tocsr()
+    if x.nnz == 0:
+        return jnp.zeros((x.shape[1], x.shape[1]), dtype)
+    offsets, users = pair_layout(x, pairs_per_chunk=pairs_per_chunk)
+    w = np.ones(x.shape[0]) if weights is None else np.asarray(weights)
+    return _scan_pairs(
+        jnp.asarray(x.indptr, jnp.int32),
+        jnp.asarray(x.indices, jnp.int32),
+        jnp.asarray(w, dtype),
+        jnp.asarray(offsets),
+        jnp.asarray(users),
+        n=x.shape[1],
+        pairs_per_chunk=pairs_per_chunk,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("n", "pairs_per_chunk"))
+def _scan_pairs(indptr, indices, weights, offsets, users, *, n, pairs_per_chunk):
+    k = indptr[1:] - indptr[:-1]
+    pair = jnp.arange(pairs_per_chunk, dtype=jnp.int32)
+
+    def body(g, chunk):
+        off, usr = chunk
+        slot = jnp.searchsorted(off, pair, side="right") - 1  # whose pairs hold `pair`
+        u = usr[slot]
+        q, ku = pair - off[slot], jnp.maximum(k[u], 1)
+        i, j = q // ku, q % ku  # the pair (i-th item, j-th item) of user u
+        valid = (q >= 0) & (q < k[u] * k[u])  # not past the last user's pairs
+        a = jnp.where(valid, indices[jnp.minimum(indptr[u] + i, indices.shape[0] - 1)], n)
+        b = indices[jnp.minimum(indptr[u] + j, indices.shape[0] - 1)]
+        # Counts of 0/1 data are exact in float32 below 2**24; row n is dropped.
+        return g.at[a, b].add(weights[u], mode="drop"), None
+
+    g0 = jnp.zeros((n, n), weights.dtype)
+    return jax.lax.scan(body, g0, (offsets, users))[0]
 
 
 def _spd_inverse_host(a: np.ndarray) -> np.ndarray:

@@ -28,6 +28,9 @@ DATA_ROOT = flags.DEFINE_string(
 )
 BASELINE = flags.DEFINE_bool("baseline", True, "Also time the NumPy float64 inv baseline.")
 C = flags.DEFINE_float("C", 0.002, "EASE regulariser (authors' scaling).")
+GRAM = flags.DEFINE_list(
+    "gram", ["auto"], "ease: Gram matrix methods (auto, sparse, device, pairs)."
+)
 PRODUCTS = flags.DEFINE_list("products", ["dense", "sparse"], "train: x_u W products to time.")
 STEPS = flags.DEFINE_integer("steps", 10, "train: timed steps per product (after compiling).")
 OUT = flags.DEFINE_string("out", None, "Append the JSON lines here too.")
@@ -44,24 +47,29 @@ def _case(name: str):
     return split.train, (split.valid_tr, split.valid_te)
 
 
+def _emit(row: dict, rows: list) -> None:
+    row["device"] = str(jax.devices()[0].device_kind)
+    print(json.dumps(row), flush=True)  # at once: a later case may run out of time
+    rows.append(row)
+
+
 def main(argv):
     del argv
     rows = []
     for name in DATA.value:
         x, eval_data = _case(name)
-        if WHAT.value == "ease":
-            row = _bench_ease.run_ease_benchmark(
-                name, x, C=C.value, baseline=BASELINE.value, eval_data=eval_data
-            )
-        else:
+        if WHAT.value == "train":
             import _bench_train
 
-            row = _bench_train.run_train_benchmark(
+            _emit(_bench_train.run_train_benchmark(
                 name, x, products=PRODUCTS.value, steps=STEPS.value
-            )
-        row["device"] = str(jax.devices()[0].device_kind)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+            ), rows)  # fmt: skip
+            continue
+        for i, gram in enumerate(GRAM.value):  # the baseline with the first method only
+            _emit(_bench_ease.run_ease_benchmark(
+                name, x, C=C.value, baseline=BASELINE.value and i == 0,
+                eval_data=eval_data, gram=gram,
+            ), rows)  # fmt: skip
     if OUT.value:
         io.write_text(OUT.value, "".join(json.dumps(r) + "\n" for r in rows))
 

@@ -34,7 +34,7 @@ def _rel(a, b):
     return np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max()
 
 
-@pytest.mark.parametrize("method", ["sparse", "device"])
+@pytest.mark.parametrize("method", ["sparse", "device", "pairs"])
 def test_fit_ease_float32_matches_reference(method):
     x = _random_x(0)
     w = ease.fit_ease(x, C=0.02, gram_method=method)
@@ -84,7 +84,7 @@ def test_ipw_with_beta_zero_is_ease_and_weighted_matches_reference():
     w0 = ease.fit_ease(x, C=0.02, weights=ease.ipw_weights(x, beta=0.0))
     np.testing.assert_allclose(w0, ease.fit_ease(x, C=0.02), atol=1e-6)
     weights = ease.ipw_weights(x, beta=0.8)
-    for method in ("sparse", "device"):
+    for method in ("sparse", "device", "pairs"):
         w = ease.fit_ease(x, C=0.02, weights=weights, gram_method=method)
         assert _rel(w, _ref_ease(x, 0.02, weights)) < 1e-4
 
@@ -98,6 +98,24 @@ def test_gram_from_chunks_equals_dense(chunk_size):
     weights = np.random.default_rng(0).random(130)
     gw = ease.gram_matrix(x, weights, method="device", chunk_size=chunk_size)
     np.testing.assert_allclose(gw, dense.T @ (weights[:, None] * dense), rtol=1e-5)
+
+
+@pytest.mark.parametrize("pairs_per_chunk", [1, 50, 997, 2**20])
+def test_gram_from_item_pairs_equals_dense(pairs_per_chunk):
+    # Small chunks: heavy users' pairs span several chunks; empty users own no pairs.
+    x = _random_x(9, m=120, n=60, density=0.15).tolil()
+    x[[0, 5, 119]] = 0
+    x = x.tocsr()
+    x.eliminate_zeros()
+    dense = x.toarray().astype(np.float64)
+    g = ease.gram_matrix(x, method="pairs", pairs_per_chunk=pairs_per_chunk)
+    np.testing.assert_array_equal(np.asarray(g), dense.T @ dense)
+    weights = np.random.default_rng(1).random(120) + 0.1
+    gw = ease.gram_matrix(x, weights, method="pairs", pairs_per_chunk=pairs_per_chunk)
+    np.testing.assert_allclose(gw, dense.T @ (weights[:, None] * dense), rtol=1e-5)
+    empty = sp.csr_matrix((4, 6), dtype=np.float32)
+    g0 = ease.gram_matrix(empty, method="pairs", pairs_per_chunk=pairs_per_chunk)
+    np.testing.assert_array_equal(np.asarray(g0), np.zeros((6, 6)))
 
 
 def test_save_and_load_model(tmp_path):
@@ -123,3 +141,21 @@ def test_block_symmetric_gram_equals_dense():
     dense = x.toarray().astype(np.float64)
     g = ease.gram_matrix(x, method="device", chunk_size=128)
     np.testing.assert_array_equal(np.asarray(g), dense.T @ dense)
+
+
+def test_ease_benchmark_smoke():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "launch"))
+    import _bench_ease
+
+    x = _bench_ease.synthetic_matrix(300, 40, 2000)
+    heldout = _random_x(10, m=20, n=40, density=0.1)
+    rows = {
+        gram: _bench_ease.run_ease_benchmark(
+            "tiny", x, C=0.01, baseline=baseline, eval_data=(heldout, heldout), gram=gram
+        )
+        for gram, baseline in (("sparse", True), ("pairs", False))
+    }
+    assert rows["sparse"]["max_metric_diff"] < 1e-4 and rows["sparse"]["speedup"] > 0
+    assert rows["pairs"]["gram_method"] == "pairs" and "speedup" not in rows["pairs"]
