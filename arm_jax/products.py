@@ -8,7 +8,7 @@
 "auto" picks sparse on CPU and dense on accelerators. Measured on 2 shared CPU cores at
 amazon-book size (n = 24,912, b = 1024, ≈11.5k nonzeros per batch;
 `launch/benchmark.py --what=train --data=amazon-book`): a whole R-LARM step takes
-1.13–1.15 s sparse against ≈44 s dense. On a GPU the dense product runs on tensor cores in
+1.08–1.20 s sparse against ≈44 s dense. On a GPU the dense product runs on tensor cores in
 milliseconds, while a sequential loop over the ~10⁵ nonzeros of an ML-20M or MSD batch
 does not pay.
 
