@@ -137,11 +137,14 @@ def arm_objective(adversary_params, apply, batch, x, scores, *, B):
       adversary_params: the adversary's parameters (differentiated).
       apply: the adversary's apply function.
       batch: the users' rows, sparse.
-      x: `[b, n]` the same rows, dense.
+      x: `[b, n]` the same rows, dense (not read: x − scores is built from `batch`, so
+        the step needs no dense copy of the batch).
       scores: `[b, n]` predictions `x_u W` of the (updated) learner; treated as constant.
       B: adversary L2 weight.
     """
-    loss_u = jax.lax.stop_gradient(jnp.sum(jnp.square(x - scores), axis=-1))
+    del x
+    residual = (-scores).at[batch.rows, batch.cols].add(batch.vals.astype(scores.dtype))
+    loss_u = jax.lax.stop_gradient(jnp.sum(jnp.square(residual), axis=-1))
     w = adversary_weights(apply(adversary_params, batch))
     return jnp.sum(w * loss_u) - 0.5 * B * l2_norm_sq(adversary_params)
 

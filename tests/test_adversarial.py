@@ -344,3 +344,22 @@ def test_step_reports_the_weighted_data_loss(product):
     step = gda.make_step(spec, config, warmup_steps=0, product=product)
     _, out = step(state, batch, key)
     np.testing.assert_allclose(float(out["data_loss"]), expected, rtol=1e-5)
+
+
+def test_arm_objective_matches_numpy():
+    rng = np.random.default_rng(15)
+    x_csr = _random_x(rng, 6, 20, density=0.2)
+    batch = make_batch(x_csr, np.arange(6), x_csr.nnz + 3)  # padding entries too
+    scores = rng.normal(size=(6, 20)).astype(np.float32)
+    model = adv.make_model("arm")
+    params = model.adversary.init(jax.random.PRNGKey(0), 20, _config())
+    got = adv.arm_objective(
+        params, model.adversary.apply, batch, densify(batch), jnp.asarray(scores), B=3.0
+    )
+    x = x_csr.toarray().astype(np.float64)
+    a = np.asarray(params["a"], np.float64)
+    s = x @ a.reshape(-1)
+    w = 1.0 / (1.0 + np.exp(-s))
+    w /= w.sum()
+    expected = np.sum(w * np.sum((x - scores) ** 2, axis=1)) - 1.5 * np.sum(a**2)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
