@@ -30,6 +30,7 @@ from arm_jax.errors import ConfigError
 from arm_jax.metrics import ndcg_at_k
 from arm_jax.products import (
     SparseBatch,
+    add_batch,
     batch_product,
     make_batch,
     sparse_matmul,
@@ -143,7 +144,7 @@ def arm_objective(adversary_params, apply, batch, x, scores, *, B):
       B: adversary L2 weight.
     """
     del x
-    residual = (-scores).at[batch.rows, batch.cols].add(batch.vals.astype(scores.dtype))
+    residual = add_batch(-scores, batch)
     loss_u = jax.lax.stop_gradient(jnp.sum(jnp.square(residual), axis=-1))
     w = adversary_weights(apply(adversary_params, batch))
     return jnp.sum(w * loss_u) - 0.5 * B * l2_norm_sq(adversary_params)

@@ -198,7 +198,7 @@ def pair_layout(x: sp.csr_matrix, *, pairs_per_chunk: int):
     start; ascending, padded with P) and `users` (their rows), each `[n_chunks, width]`.
     """
     k = np.diff(x.indptr).astype(np.int64)
-    if _max_items(x) ** 2 >= 2**31:  # pair positions are int32 on the device
+    if k.max(initial=0) ** 2 >= 2**31:  # pair positions are int32 on the device
         raise ConfigError(f"a user with {k.max()} items is too many for gram method 'pairs'")
     cum = np.concatenate([[0], np.cumsum(k * k)])
     total, P = int(cum[-1]), pairs_per_chunk

@@ -158,11 +158,15 @@ def gda_step(
     dtype = state.params["W"].dtype
     weights = adversary_weights(apply(state.adversary_params, batch))
     buffer = state.grad_buffer
-    if product == "sparse" and buffer is not None:
+    sparse = product == "sparse" and buffer is not None
+    # The sparse path needs no dense x: it is built only for an objective that reads it
+    # (the compiler drops it otherwise).
+    x = None if sparse else densify(batch, dtype)
+    if sparse:
         loss, params, opt_state, buffer = _sparse_learner_update(state, batch, weights, C)
     else:
         (_, per_user), grads = jax.value_and_grad(learner_loss, has_aux=True)(
-            state.params, batch, densify(batch, dtype), weights, C=C, product=product
+            state.params, batch, x, weights, C=C, product=product
         )
         loss = jnp.sum(weights * per_user)
         grads = {**grads, "W": zero_diagonal(grads["W"])}  # W's diagonal never moves
@@ -171,10 +175,12 @@ def gda_step(
 
     def ascend(operand):
         adv_params, adv_opt_state = operand
-        x = densify(batch, dtype)  # dropped by the compiler where the objective ignores it
-        scores = batch_product(params["W"], batch, x, product=product, zero_diagonal=True)
+        x_dense = densify(batch, dtype) if x is None else x
+        scores = batch_product(params["W"], batch, x_dense, product=product, zero_diagonal=True)
         scores = jax.lax.stop_gradient(scores)
-        value, g = jax.value_and_grad(model.objective)(adv_params, apply, batch, x, scores, B=B)
+        value, g = jax.value_and_grad(model.objective)(
+            adv_params, apply, batch, x_dense, scores, B=B
+        )
         neg = jax.tree_util.tree_map(jnp.negative, g)  # ascend
         adv_updates, adv_opt_state = state.adversary_optimizer.update(
             neg, adv_opt_state, adv_params
@@ -213,11 +219,11 @@ def _sparse_learner_update(state, batch, weights, C):
     (`scatter_rows`: never cleared, the other rows are masked), and the regulariser's
     C·W and the diagonal mask are applied inside Adam's elementwise pass. W's diagonal
     is 0 in every `TrainState` (`init_state` zeroes it, every step keeps it, masked in
-    the same pass), so the products skip the mask. The
-    residual is the step's one `[b, n]` temporary (`sparse_residual`; the gradient's
-    per-user factors are applied inside the scatter): each fresh temporary costs page
-    faults on a CPU, 0.25 s a step for the three `[b, n]` arrays this used to make at
-    amazon-book size (measured: 75k minor faults a step, now 27k).
+    the same pass), so the products skip the mask. The residual is the step's one
+    `[b, n]` temporary (`sparse_residual`; the gradient's per-user factors are applied
+    inside the scatter): each fresh temporary costs page faults on a CPU, 0.25 s a step
+    for the three `[b, n]` arrays this used to make at amazon-book size (measured: 75k
+    minor faults a step, now 27k).
     """
     W = state.params["W"]
     residual = sparse_residual(W, batch)

@@ -69,10 +69,14 @@ def make_batch(x: sp.csr_matrix, users: np.ndarray, nnz_cap: int, dtype=np.float
     return SparseBatch(rows, cols, vals, np.int32(nnz), n_users=sub.shape[0], n_items=x.shape[1])
 
 
+def add_batch(acc: jax.Array, batch: SparseBatch) -> jax.Array:
+    """`acc + x_batch` for a `[b, n]` array, without a dense copy of the batch."""
+    return acc.at[batch.rows, batch.cols].add(jnp.asarray(batch.vals).astype(acc.dtype))
+
+
 def densify(batch: SparseBatch, dtype=jnp.float32) -> jax.Array:
     """The batch as a dense `[b, n]` array (built on the device)."""
-    x = jnp.zeros((batch.n_users, batch.n_items), dtype)
-    return x.at[batch.rows, batch.cols].add(batch.vals.astype(dtype))
+    return add_batch(jnp.zeros((batch.n_users, batch.n_items), dtype), batch)
 
 
 def sparse_matmul(batch: SparseBatch, m: jax.Array) -> jax.Array:
@@ -167,8 +171,7 @@ def sparse_residual(w: jax.Array, batch: SparseBatch) -> jax.Array:
     is this one (a CPU then page-faults one fresh `[b, n]` temporary a step, not three).
     """
     rows, cols, vals = _coordinates(batch.rows, batch.cols, batch.vals, w.dtype)
-    minus_pred = _scan_rows_product(w, rows, cols, -vals, batch.nnz, batch.n_users)
-    return minus_pred.at[rows, cols].add(vals)
+    return add_batch(_scan_rows_product(w, rows, cols, -vals, batch.nnz, batch.n_users), batch)
 
 
 def _scan_rows_bwd(n_users, res, g):

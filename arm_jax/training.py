@@ -159,9 +159,7 @@ def _validate(split, model: str, config: ModelConfig) -> None:
         raise ConfigError(f"--batch_size={config.batch_size} is larger than the {m} training users")
 
 
-@jax.jit
-def _squared_norm(w: jax.Array) -> jax.Array:
-    return jnp.sum(jnp.square(w.astype(jnp.float32)))
+_squared_norm = jax.jit(adversarial.l2_norm_sq)  # fused: no n×n temporary
 
 
 def _epoch_record(step_metrics: list[dict], W: jax.Array, C: float) -> dict:
