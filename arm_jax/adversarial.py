@@ -65,6 +65,7 @@ def learner_loss(
     *,
     C: float,
     product: str,
+    zero_diagonal: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """The weighted EASE loss Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)‖W̃‖² (eq. 6 and 9).
 
@@ -74,13 +75,19 @@ def learner_loss(
       weights: `[b]` user weights (sum to 1 for the paper's models).
       C: L2 weight of W.
       product: "dense" or "sparse".
+      zero_diagonal: promise that W's diagonal is already 0 (a `TrainState`'s W always
+        is): no mask, so the gradient is a product plus C·W with no diagonal scatter.
+        Its diagonal is then the unmasked one: mask it before a step.
 
     Returns:
       (loss scalar, per-user squared errors `[b]`).
     """
     w = params["W"]
-    per_user = jnp.sum(jnp.square(x - batch_product(w, batch, x, product=product)), axis=-1)
-    reg = jnp.sum(jnp.square(w)) - jnp.sum(jnp.square(jnp.diagonal(w)))
+    xw = batch_product(w, batch, x, product=product, zero_diagonal=zero_diagonal)
+    per_user = jnp.sum(jnp.square(x - xw), axis=-1)
+    reg = jnp.sum(jnp.square(w))
+    if not zero_diagonal:
+        reg = reg - jnp.sum(jnp.square(jnp.diagonal(w)))
     return jnp.sum(weights * per_user) + 0.5 * C * reg, per_user
 
 

@@ -166,10 +166,12 @@ def gda_step(
         loss, params, opt_state, buffer = _sparse_learner_update(state, batch, weights, C)
     else:
         (_, per_user), grads = jax.value_and_grad(learner_loss, has_aux=True)(
-            state.params, batch, x, weights, C=C, product=product
+            state.params, batch, x, weights, C=C, product=product, zero_diagonal=True
         )
         loss = jnp.sum(weights * per_user)
-        grads = {**grads, "W": zero_diagonal(grads["W"])}  # W's diagonal never moves
+        # W's diagonal never moves: its gradient is masked in Adam's elementwise pass (a
+        # scatter there would make the n×n gradient a separate array, written and read).
+        grads = {**grads, "W": jnp.where(_diagonal(grads["W"].shape), 0.0, grads["W"])}
         updates, opt_state = state.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
 
@@ -211,6 +213,13 @@ def gda_step(
     return new_state, metrics
 
 
+def _diagonal(shape) -> jax.Array:
+    """`[n, n]` bool, True on the diagonal (an iota compare, fused into its consumer)."""
+    return jax.lax.broadcasted_iota(jnp.int32, shape, 0) == jax.lax.broadcasted_iota(
+        jnp.int32, shape, 1
+    )
+
+
 def _sparse_learner_update(state, batch, weights, C):
     """The learner's Adam step with the data gradient scattered into `grad_buffer`.
 
@@ -229,9 +238,7 @@ def _sparse_learner_update(state, batch, weights, C):
     residual = sparse_residual(W, batch)
     loss = jnp.sum(weights * jnp.sum(jnp.square(residual), axis=-1))
     buffer, touched = scatter_rows(state.grad_buffer, batch, residual, scale=-2.0 * weights)
-    diagonal = jax.lax.broadcasted_iota(jnp.int32, W.shape, 0) == jax.lax.broadcasted_iota(
-        jnp.int32, W.shape, 1
-    )
+    diagonal = _diagonal(W.shape)
     data = touched[:, None] & ~diagonal
     grads = {"W": jnp.where(data, buffer, 0.0) + C * W}
     updates, opt_state = state.optimizer.update(grads, state.opt_state, state.params)

@@ -44,19 +44,26 @@ def _ease_np(x, lam):
     return w
 
 
-def _learner_grad(W, x_csr, weights, C, product):
+def _learner_grad(W, x_csr, weights, C, product, zero_diagonal=False):
     batch = make_batch(x_csr, np.arange(x_csr.shape[0]), x_csr.nnz + 3)
     x = densify(batch)
-    return jax.grad(lambda p: adv.learner_loss(p, batch, x, weights, C=C, product=product)[0])(
-        {"W": jnp.asarray(W, jnp.float32)}
-    )["W"]
+
+    def loss(p):
+        return adv.learner_loss(
+            p, batch, x, weights, C=C, product=product, zero_diagonal=zero_diagonal
+        )[0]
+
+    return jax.grad(loss)({"W": jnp.asarray(W, jnp.float32)})["W"]
 
 
 @pytest.mark.parametrize("product", ["dense", "sparse"])
-def test_learner_gradient_matches_numpy(product):
+@pytest.mark.parametrize("zero_diagonal", [False, True])
+def test_learner_gradient_matches_numpy(product, zero_diagonal):
     rng = np.random.default_rng(0)
     x_csr = _random_x(rng, 9, 7)
     W = rng.normal(size=(7, 7)) * 0.3
+    if zero_diagonal:  # the promise: W's diagonal is 0 (the gradient's is then unmasked)
+        np.fill_diagonal(W, 0.0)
     w = rng.random(9)
     w /= w.sum()
     C = 0.3
@@ -69,7 +76,11 @@ def test_learner_gradient_matches_numpy(product):
     # Full float32 products: on GPUs float32 matmuls default to TF32 (a speed choice of
     # the training step), which this float64 comparison of the math is not about.
     with jax.default_matmul_precision("highest"):
-        got = np.asarray(_learner_grad(W, x_csr, jnp.asarray(w, jnp.float32), C, product))
+        got = np.array(
+            _learner_grad(W, x_csr, jnp.asarray(w, jnp.float32), C, product, zero_diagonal)
+        )
+    if zero_diagonal:
+        np.fill_diagonal(got, 0.0)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
