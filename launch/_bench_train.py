@@ -3,9 +3,10 @@
 Each product gets a fresh train state (Glorot W, linear adversary, the adversary active
 from step 0 so every step does the full descent–ascent work), one compiling step, then
 `steps` timed steps on fresh batches of the paper's size (1024 users; 8192 from 200k
-users up, as the paper's MSD runs). Seconds per epoch are extrapolated:
-s/step × floor(m / b). Peak device memory comes from the device's `memory_stats()`
-where it has them (GPUs), peak host RSS otherwise.
+users up, as the paper's MSD runs), then as many with the adversary held
+(`learner_step_s`: the descent alone; the rest of a step is the ascent). Seconds per
+epoch are extrapolated: s/step × floor(m / b). Peak device memory comes from the
+device's `memory_stats()` where it has them (GPUs), peak host RSS otherwise.
 
   python launch/_bench_train.py amazon-book-shape sparse,dense 5   # standalone
 """
@@ -36,7 +37,8 @@ def _peak_memory_gib() -> dict:
 
 
 def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, model="rlarm"):
-    """Compiles then times `steps` gda steps; returns a dict of seconds."""
+    """Compiles then times `steps` gda steps, then as many descent-only steps (the
+    adversary held: `learner_step_s`; the difference is the ascent); returns seconds."""
     m, n = x.shape
     config = configs.model_config("ml-20m", model, batch_size=batch_size, product=product)
     spec = adversarial.make_model(model)
@@ -53,21 +55,26 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
         nnz = int(np.diff(x.indptr)[users].sum())
         return make_batch(x, users, max(cap, nnz))
 
-    start = time.perf_counter()
-    state, out = step(state, batch(), jax.random.PRNGKey(0))
-    jax.block_until_ready(out)
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(steps):
-        state, out = step(state, batch(), jax.random.PRNGKey(i + 1))
-    jax.block_until_ready((state, out))
-    per_step = (time.perf_counter() - start) / max(steps, 1)
+    def run(step, state, count):  # -> (state, last metrics, seconds a step)
+        start = time.perf_counter()
+        for i in range(count):
+            state, out = step(state, batch(), jax.random.PRNGKey(i))
+        jax.block_until_ready((state, out))
+        return state, out, (time.perf_counter() - start) / max(count, 1)
+
+    state, _, compile_s = run(step, state, 1)
+    state, out, per_step = run(step, state, steps)
     loss = float(out["data_loss"])
+    # The same steps with the adversary held (descent only): the rest is the ascent.
+    learner_step = gda.make_step(spec, config, warmup_steps=2**30)
+    state, _, _ = run(learner_step, state, 1)
+    state, _, learner_s = run(learner_step, state, steps)
     del state
     return {
         "init_s": init_s,
         "first_step_s": compile_s,
         "step_s": per_step,
+        "learner_step_s": learner_s,
         "epoch_s_extrapolated": per_step * (m // batch_size),
         "steps_per_epoch": m // batch_size,
         "timed_steps": steps,

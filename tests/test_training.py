@@ -170,6 +170,7 @@ def test_train_benchmark_smoke():
         "tiny", x, products=["dense", "sparse"], steps=1, batch_size=16
     )
     assert row["sparse_steps_per_epoch"] == 5 and row["sparse_finite"] and row["dense_finite"]
+    assert all(row[f"{p}_learner_step_s"] > 0 for p in ("dense", "sparse"))
 
 
 def test_sparse_validation_scores_match_the_dense_product():
