@@ -15,7 +15,7 @@ Which model runs is only a matter of which `Adversary` and which objective `gda_
 given (`make_model` maps the paper's names); a researcher passes their own the same way.
 The descent–ascent step and its train state are in `arm_jax.gda`.
 
-The product `x_u W` (sparse scan or dense matmul) lives in `arm_jax.products`.
+The product `x_u W` (sparse scan, dense matmul or gather–scatter) lives in `arm_jax.products`.
 """
 
 from collections.abc import Callable
@@ -74,7 +74,7 @@ def learner_loss(
       batch, x: the users' rows, sparse and dense `[b, n]`.
       weights: `[b]` user weights (sum to 1 for the paper's models).
       C: L2 weight of W.
-      product: "dense" or "sparse".
+      product: "dense", "sparse" or "segment".
       zero_diagonal: promise that W's diagonal is already 0 (a `TrainState`'s W always
         is): no mask, so the gradient is a product plus C·W with no diagonal scatter.
         Its diagonal is then the unmasked one: mask it before a step.

@@ -11,6 +11,7 @@ number of training users. Steck's λ (the `--l2` spelling) equals `C·m`.
 import dataclasses
 
 from arm_jax.errors import ConfigError
+from arm_jax.products import PRODUCTS
 
 
 # ----------------------------------------------------------------------------- data
@@ -78,7 +79,8 @@ class ModelConfig:
       warmup_epochs: K, epochs of learner-only steps before the adversary moves.
       adam_eps: Adam's ε (1e-7 as in the authors' TensorFlow code).
       warm_start: start W from the EASE closed form instead of Glorot-normal.
-      product: how `x_u W` is computed: "auto", "dense" or "sparse".
+      product: how `x_u W` is computed: "auto", "dense", "sparse" or "segment"
+        (`arm_jax.products`).
     """
 
     C: float = 0.005
@@ -188,5 +190,7 @@ def validate_model_config(config: ModelConfig, model: str) -> None:
             raise ConfigError(f"--batch_size must be >= 1, got {config.batch_size}")
         if config.max_epochs < 1 or config.patience < 1 or config.warmup_epochs < 0:
             raise ConfigError("--max_epochs and --patience must be >= 1, --warmup_epochs >= 0")
-        if config.product not in ("auto", "dense", "sparse"):
-            raise ConfigError(f"--product must be auto, dense or sparse, got {config.product!r}")
+        if config.product not in PRODUCTS:
+            raise ConfigError(
+                f"--product must be one of {', '.join(PRODUCTS)}, got {config.product!r}"
+            )

@@ -143,7 +143,7 @@ def gda_step(
         it is there for adversaries or objectives that sample).
       model: (adversary, objective).
       C, B: learner and adversary L2 weights.
-      product: "dense" or "sparse" (see `resolve_product`).
+      product: "dense", "sparse" or "segment" (see `resolve_product`).
       warmup_steps: learner-only steps before the adversary moves (K epochs).
 
     Returns:

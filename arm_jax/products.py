@@ -1,10 +1,14 @@
 """Mini-batches of users' rows as padded sparse coordinates, and the product `x_u W`.
 
-`x_u W` is computed one of two ways (`product=`):
+`x_u W` is computed one of three ways (`product=`):
 - "sparse": a loop over the batch's nonzeros that adds row `W[i]` into user `u`'s row
   (the gradient scatters the residual rows back into `W`'s rows, in place). Work ∝ nnz·n.
 - "dense": the batch is made dense on the device and multiplied, `[b, n] @ [n, n]`
   (tensor cores on a GPU). Work ∝ b·n².
+- "segment": the rows `W[i]` of every nonzero gathered, scaled and summed per user in
+  one gather and one scatter-add (`sparse_matmul`; its gradient is the transposed
+  scatter-add into W's rows), with no sequential loop: work ∝ nnz·n in a few wide
+  kernels, for accelerators. On a CPU the gathered `[nnz, n]` rows are materialised.
 "auto" picks sparse on CPU and dense on accelerators. Measured on 2 shared CPU cores at
 amazon-book size (n = 24,912, b = 1024, ≈11.5k nonzeros per batch;
 `launch/benchmark.py --what=train --data=amazon-book`): a whole R-LARM step takes
@@ -186,12 +190,16 @@ def _scan_rows_bwd(n_users, res, g):
 _scan_rows_product.defvjp(_scan_rows_fwd, _scan_rows_bwd)
 
 
+PRODUCTS = ("auto", "dense", "sparse", "segment")
+"""The `product=` choices (see the module docstring)."""
+
+
 def resolve_product(product: str) -> str:
-    """ "auto" → "sparse" on CPU, "dense" on GPU/TPU; "dense"/"sparse" unchanged."""
+    """ "auto" → "sparse" on CPU, "dense" on GPU/TPU; the others unchanged."""
     if product == "auto":
         return "sparse" if jax.default_backend() == "cpu" else "dense"
-    if product not in ("dense", "sparse"):
-        raise ValueError(f"product must be auto, dense or sparse, got {product!r}")
+    if product not in PRODUCTS:
+        raise ValueError(f"product must be one of {', '.join(PRODUCTS)}, got {product!r}")
     return product
 
 
@@ -204,7 +212,7 @@ def batch_product(
       w: `[n, n]` learner matrix (its diagonal is ignored).
       batch: the users' rows, sparse.
       x: `[b, n]` the same rows, dense (used by the dense product and the mask).
-      product: "dense" or "sparse" (resolved, see `resolve_product`).
+      product: "dense", "sparse" or "segment" (resolved, see `resolve_product`).
       zero_diagonal: promise that `w`'s diagonal is already 0 (a `TrainState`'s W
         always is): skips the mask.
 
@@ -213,6 +221,8 @@ def batch_product(
     """
     if product == "dense":
         xw = x @ w
+    elif product == "segment":
+        xw = sparse_matmul(batch, w)
     else:
         xw = _scan_rows_product(w, batch.rows, batch.cols, batch.vals, batch.nnz, batch.n_users)
     if zero_diagonal:

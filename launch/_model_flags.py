@@ -9,6 +9,7 @@ from absl import flags
 
 from arm_jax import configs
 from arm_jax.errors import ConfigError
+from arm_jax.products import PRODUCTS
 
 MODEL = flags.DEFINE_string("model", "ease", f"One of {', '.join(configs.MODELS)}.")
 C = flags.DEFINE_float("C", None, "Learner L2 in the authors' scaling, (XᵀDX/m + C·I)⁻¹.")
@@ -22,7 +23,7 @@ MAX_EPOCHS = flags.DEFINE_integer("max_epochs", None, "Epoch budget.")
 PATIENCE = flags.DEFINE_integer("patience", None, "Epochs without validation gain to stop.")
 WARMUP_EPOCHS = flags.DEFINE_integer("warmup_epochs", None, "K: learner-only epochs first.")
 WARM_START = flags.DEFINE_bool("warm_start", None, "Start W from the EASE closed form.")
-PRODUCT = flags.DEFINE_enum("product", None, ["auto", "dense", "sparse"], "x_u W product.")
+PRODUCT = flags.DEFINE_enum("product", None, list(PRODUCTS), "x_u W product.")
 FLOAT64 = flags.DEFINE_bool("float64", False, "Compute in float64 (sets jax_enable_x64).")
 
 

@@ -56,7 +56,7 @@ def _learner_grad(W, x_csr, weights, C, product, zero_diagonal=False):
     return jax.grad(loss)({"W": jnp.asarray(W, jnp.float32)})["W"]
 
 
-@pytest.mark.parametrize("product", ["dense", "sparse"])
+@pytest.mark.parametrize("product", ["dense", "sparse", "segment"])
 @pytest.mark.parametrize("zero_diagonal", [False, True])
 def test_learner_gradient_matches_numpy(product, zero_diagonal):
     rng = np.random.default_rng(0)
@@ -177,7 +177,8 @@ def test_rank_loss_matches_numpy_ndcg():
 
 
 @pytest.mark.parametrize("name", ["arm", "rlarm_nn"])
-def test_sparse_and_dense_products_give_the_same_step(name):
+@pytest.mark.parametrize("product", ["sparse", "segment"])
+def test_sparse_and_dense_products_give_the_same_step(name, product):
     rng = np.random.default_rng(6)
     x_csr = _random_x(rng, 24, 40, density=0.1)
     config = _config(batch_size=12)
@@ -188,15 +189,15 @@ def test_sparse_and_dense_products_give_the_same_step(name):
     out = {}
     # Full float32 products: a GPU's default (TF32) dense product alone moves W by ~4e-4.
     with jax.default_matmul_precision("highest"):
-        for product in ("dense", "sparse"):
+        for p in ("dense", product):
             state = gda.init_state(
-                jax.random.PRNGKey(2), 40, adversary=model.adversary, config=config
+                jax.random.PRNGKey(2), 40, adversary=model.adversary, config=config, product=p
             )
-            step = gda.make_step(model, config, warmup_steps=0, product=product)
+            step = gda.make_step(model, config, warmup_steps=0, product=p)
             for i, batch in enumerate(batches * 2):
                 state, metrics = step(state, batch, jax.random.PRNGKey(i))
-            out[product] = (jax.device_get(state.params), jax.device_get(state.adversary_params))
-    chex.assert_trees_all_close(out["dense"], out["sparse"], atol=1e-5, rtol=1e-5)
+            out[p] = (jax.device_get(state.params), jax.device_get(state.adversary_params))
+    chex.assert_trees_all_close(out["dense"], out[product], atol=1e-5, rtol=1e-5)
 
 
 def test_step_compiles_once_across_batches_and_warmup():
@@ -341,7 +342,7 @@ def test_sparse_residual_and_product_in_any_entry_order():
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("product", ["dense", "sparse"])
+@pytest.mark.parametrize("product", ["dense", "sparse", "segment"])
 def test_step_reports_the_weighted_data_loss(product):
     rng = np.random.default_rng(14)
     x_csr = _random_x(rng, 8, 12)
