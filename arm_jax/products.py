@@ -5,10 +5,11 @@
   (the gradient scatters the residual rows back into `W`'s rows, in place). Work ∝ nnz·n.
 - "dense": the batch is made dense on the device and multiplied, `[b, n] @ [n, n]`
   (tensor cores on a GPU). Work ∝ b·n².
-- "segment": the rows `W[i]` of every nonzero gathered, scaled and summed per user in
-  one gather and one scatter-add (`sparse_matmul`; its gradient is the transposed
-  scatter-add into W's rows), with no sequential loop: work ∝ nnz·n in a few wide
-  kernels, for accelerators. On a CPU the gathered `[nnz, n]` rows are materialised.
+- "segment": the rows `W[i]` of the nonzeros gathered, scaled and scatter-added into
+  their users' rows, thousands of nonzeros per kernel (the gradient is the transposed
+  scatter-add into W's rows): work ∝ nnz·n in a few wide kernels, for accelerators.
+  Chunks keep the gathered `[chunk, n]` rows within 2²⁸ elements should the compiler
+  materialise them.
 "auto" picks sparse on CPU and dense on accelerators. Measured on 2 shared CPU cores at
 amazon-book size (n = 24,912, b = 1024, ≈11.5k nonzeros per batch;
 `launch/benchmark.py --what=train --data=amazon-book`): a whole R-LARM step takes
@@ -194,6 +195,51 @@ PRODUCTS = ("auto", "dense", "sparse", "segment")
 """The `product=` choices (see the module docstring)."""
 
 
+# Gathered elements per chunk of the "segment" product: 1 GiB of float32 if materialised.
+_SEGMENT_ELEMENTS = 2**28
+
+
+def _gather_scatter(src, take, put, vals, nnz, acc):
+    """`acc[put[e]] += vals[e] · src[take[e]]` for e < nnz, in chunks of nonzeros."""
+    chunk = max(1, min(_SEGMENT_ELEMENTS // max(src.shape[1], 1), take.shape[0]))
+    pad = -take.shape[0] % chunk
+    take, put, vals = jnp.pad(take, (0, pad)), jnp.pad(put, (0, pad)), jnp.pad(vals, (0, pad))
+
+    def add_chunk(i, acc):
+        t, p, v = (jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk) for a in (take, put, vals))
+        v = jnp.where(i * chunk + jnp.arange(chunk) < nnz, v, 0.0)  # padding adds nothing
+        return acc.at[p].add(src[t] * v[:, None])
+
+    # Chunks past the real entries are skipped.
+    return jax.lax.fori_loop(0, (nnz + chunk - 1) // chunk, add_chunk, acc)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _segment_product(w, rows, cols, vals, nnz, n_users):
+    """`x_batch @ w` by gather and scatter-add: `[n_users, n]`."""
+    rows, cols, vals = _coordinates(rows, cols, vals, w.dtype)
+    return _gather_scatter(w, cols, rows, vals, nnz, jnp.zeros((n_users, w.shape[1]), w.dtype))
+
+
+def _segment_fwd(w, rows, cols, vals, nnz, n_users):
+    return _segment_product(w, rows, cols, vals, nnz, n_users), (w.shape, rows, cols, vals, nnz)
+
+
+def _segment_bwd(n_users, res, g):
+    shape, rows, cols, vals, nnz = res  # d/dW = x_batchᵀ g: g's rows into the items' rows
+    rows, cols, vals = _coordinates(rows, cols, vals, g.dtype)
+    return (
+        _gather_scatter(g, rows, cols, vals, nnz, jnp.zeros(shape, g.dtype)),
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+_segment_product.defvjp(_segment_fwd, _segment_bwd)
+
+
 def resolve_product(product: str) -> str:
     """ "auto" → "sparse" on CPU, "dense" on GPU/TPU; the others unchanged."""
     if product == "auto":
@@ -222,7 +268,7 @@ def batch_product(
     if product == "dense":
         xw = x @ w
     elif product == "segment":
-        xw = sparse_matmul(batch, w)
+        xw = _segment_product(w, batch.rows, batch.cols, batch.vals, batch.nnz, batch.n_users)
     else:
         xw = _scan_rows_product(w, batch.rows, batch.cols, batch.vals, batch.nnz, batch.n_users)
     if zero_diagonal:

@@ -342,6 +342,29 @@ def test_sparse_residual_and_product_in_any_entry_order():
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("elements", [40 * 3, 40 * 64, 2**28])  # chunks of 3, 64, all
+def test_segment_product_and_gradient_match_numpy(monkeypatch, elements):
+    from arm_jax import products
+
+    monkeypatch.setattr(products, "_SEGMENT_ELEMENTS", elements)
+    rng = np.random.default_rng(15)
+    x_csr = _random_x(rng, 9, 40, density=0.2)
+    W = rng.normal(size=(40, 40))
+    g = rng.normal(size=(9, 40))
+    x = x_csr.toarray().astype(np.float64)
+    batch = make_batch(x_csr, np.arange(9), x_csr.nnz + 11)  # padding: never read
+    batch = batch.replace(vals=np.where(np.arange(batch.vals.size) < x_csr.nnz, batch.vals, 9.0))
+
+    def f(w):  # ⟨g, x W⟩, whose gradient is xᵀ g
+        xw = batch_product(w, batch, None, product="segment", zero_diagonal=True)
+        return jnp.sum(xw * jnp.asarray(g, jnp.float32)), xw
+
+    with jax.default_matmul_precision("highest"):
+        grad, xw = jax.grad(f, has_aux=True)(jnp.asarray(W, jnp.float32))
+    np.testing.assert_allclose(np.asarray(xw), x @ W, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(grad), x.T @ g, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("product", ["dense", "sparse", "segment"])
 def test_step_reports_the_weighted_data_loss(product):
     rng = np.random.default_rng(14)
