@@ -228,13 +228,8 @@ def _segment_fwd(w, rows, cols, vals, nnz, n_users):
 def _segment_bwd(n_users, res, g):
     shape, rows, cols, vals, nnz = res  # d/dW = x_batchᵀ g: g's rows into the items' rows
     rows, cols, vals = _coordinates(rows, cols, vals, g.dtype)
-    return (
-        _gather_scatter(g, rows, cols, vals, nnz, jnp.zeros(shape, g.dtype)),
-        None,
-        None,
-        None,
-        None,
-    )
+    grad = _gather_scatter(g, rows, cols, vals, nnz, jnp.zeros(shape, g.dtype))
+    return grad, None, None, None, None
 
 
 _segment_product.defvjp(_segment_fwd, _segment_bwd)
