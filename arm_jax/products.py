@@ -195,13 +195,15 @@ PRODUCTS = ("auto", "dense", "sparse", "segment")
 """The `product=` choices (see the module docstring)."""
 
 
-# Gathered elements per chunk of the "segment" product: 1 GiB of float32 if materialised.
-_SEGMENT_ELEMENTS = 2**28
+GATHERED_ELEMENTS = 2**28
+"""Budget of a `[chunk, n]` block of gathered rows (1 GiB of float32, should the compiler
+materialise it): the chunk size of the segment product and, on accelerators, of the rank
+loss's comparisons."""
 
 
 def _gather_scatter(src, take, put, vals, nnz, acc):
     """`acc[put[e]] += vals[e] · src[take[e]]` for e < nnz, in chunks of nonzeros."""
-    chunk = max(1, min(_SEGMENT_ELEMENTS // max(src.shape[1], 1), take.shape[0]))
+    chunk = max(1, min(GATHERED_ELEMENTS // max(src.shape[1], 1), take.shape[0]))
     pad = -take.shape[0] % chunk
     take, put, vals = jnp.pad(take, (0, pad)), jnp.pad(put, (0, pad)), jnp.pad(vals, (0, pad))
 

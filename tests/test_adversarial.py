@@ -346,7 +346,7 @@ def test_sparse_residual_and_product_in_any_entry_order():
 def test_segment_product_and_gradient_match_numpy(monkeypatch, elements):
     from arm_jax import products
 
-    monkeypatch.setattr(products, "_SEGMENT_ELEMENTS", elements)
+    monkeypatch.setattr(products, "GATHERED_ELEMENTS", elements)
     rng = np.random.default_rng(15)
     x_csr = _random_x(rng, 9, 40, density=0.2)
     W = rng.normal(size=(40, 40))
