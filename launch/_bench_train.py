@@ -6,21 +6,25 @@ from step 0 so every step does the full descent–ascent work), one compiling st
 users up, as the paper's MSD runs), then as many with the adversary held
 (`learner_step_s`: the descent alone; the rest of a step is the ascent). Seconds per
 epoch are extrapolated: s/step × floor(m / b). Peak device memory comes from the
-device's `memory_stats()` where it has them (GPUs), peak host RSS otherwise.
+device's `memory_stats()` where it has them (GPUs), peak host RSS otherwise. With
+`parts`, three parts of a step are also timed, each jitted alone (`time_parts`), to show
+where a step's time goes.
 
   python launch/_bench_train.py amazon-book-shape sparse,dense 5   # standalone
 """
 
+import functools
 import resource
 import sys
 import time
 
 import jax
 import numpy as np
+import optax
 import scipy.sparse as sp
 
 from arm_jax import adversarial, configs, gda, training
-from arm_jax.products import make_batch, resolve_product
+from arm_jax.products import batch_product, densify, make_batch, resolve_product
 
 SHAPES = {  # (users, items, nonzeros) of the training matrices
     "amazon-book-shape": (56_543, 24_915, 522_000),
@@ -82,6 +86,63 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
     }
 
 
+def _seconds(call, count: int) -> float:
+    """Seconds a call of `call(i)` after a compiling one (asynchronous dispatch: one
+    wait at the end)."""
+    jax.block_until_ready(call(0))
+    start = time.perf_counter()
+    for i in range(count):
+        out = call(i)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / max(count, 1)
+
+
+def time_parts(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int) -> dict:
+    """Seconds of three parts of an R-LARM step, each jitted alone.
+
+    `forward_s`: the scores `x_u W` of a batch (the ascent computes them once; the
+    descent's loss once more, with its transpose for the gradient); `rank_loss_s`: 1 −
+    NDCG@100 of those scores (`rank_loss_sparse`); `adam_s`: the learner's Adam update of
+    the `[n, n]` W from a given gradient (three `[n, n]` reads, three writes, at least).
+    Inside the step the compiler fuses across these parts, so they are indications.
+    """
+    m, n = x.shape
+    product = resolve_product(product)
+    config = configs.model_config("ml-20m", "rlarm", batch_size=batch_size, product=product)
+    spec = adversarial.make_model("rlarm")
+    state = gda.init_state(jax.random.PRNGKey(0), n, adversary=spec.adversary, config=config)
+    rng = np.random.default_rng(1)
+    cap = training.nnz_cap(x, batch_size)
+    batches = [make_batch(x, rng.permutation(m)[:batch_size], cap) for _ in range(4)]
+
+    @jax.jit
+    def forward(w, batch):
+        xd = densify(batch, w.dtype)  # dropped by the compiler where the product needs none
+        return batch_product(w, batch, xd, product=product, zero_diagonal=True)
+
+    W = state.params["W"]
+    out = {"forward_s": _seconds(lambda i: forward(W, batches[i % 4]), steps)}
+    scores = [forward(W, b) for b in batches]
+    rank = jax.jit(adversarial.rank_loss_sparse)
+    out["rank_loss_s"] = _seconds(lambda i: rank(scores[i % 4], batches[i % 4]), steps)
+    scores.clear()  # free them before the Adam timing
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def adam(params, opt_state, grads):
+        updates, opt_state = state.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    grads = {"W": W * config.C}
+    carry = [state.params, state.opt_state]
+
+    def adam_call(i):
+        carry[:] = adam(*carry, grads)
+        return carry
+
+    out["adam_s"] = _seconds(adam_call, steps)
+    return out
+
+
 def run_train_benchmark(
     name: str,
     x: sp.csr_matrix,
@@ -90,6 +151,7 @@ def run_train_benchmark(
     steps: int = 10,
     batch_size: int | None = None,
     model: str = "rlarm",
+    parts: bool = False,
 ) -> dict:
     """Times R-LARM epochs with each product side by side on the training matrix `x`.
 
@@ -101,6 +163,7 @@ def run_train_benchmark(
         CPU costs tens of seconds a step at n ≈ 25k: give it few).
       batch_size: users per batch; None: 8192 for m ≥ 200k (MSD) else 1024.
       model: "rlarm", "rlarm_nn" or "arm".
+      parts: also time a step's parts (`time_parts`), after the peak memory is read.
 
     Returns:
       One flat dict: `{product}_step_s`, `{product}_epoch_s_extrapolated`, ... per
@@ -114,6 +177,9 @@ def run_train_benchmark(
         out = time_steps(x, product=product, steps=steps, batch_size=b, model=model)
         row.update({f"{product}_{k}": v for k, v in out.items()})
         row.update({f"{product}_{k}": v for k, v in _peak_memory_gib().items()})
+        if parts:
+            out = time_parts(x, product=product, steps=steps, batch_size=b)
+            row.update({f"{product}_{k}": v for k, v in out.items()})
     return row
 
 

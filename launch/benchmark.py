@@ -33,6 +33,7 @@ GRAM = flags.DEFINE_list(
 )
 PRODUCTS = flags.DEFINE_list("products", ["dense", "sparse"], "train: x_u W products to time.")
 STEPS = flags.DEFINE_integer("steps", 10, "train: timed steps per product (after compiling).")
+PARTS = flags.DEFINE_bool("parts", False, "train: also time a step's parts, each alone.")
 OUT = flags.DEFINE_string("out", None, "Append the JSON lines here too.")
 
 
@@ -62,7 +63,7 @@ def main(argv):
             import _bench_train
 
             _emit(_bench_train.run_train_benchmark(
-                name, x, products=PRODUCTS.value, steps=STEPS.value
+                name, x, products=PRODUCTS.value, steps=STEPS.value, parts=PARTS.value,
             ), rows)  # fmt: skip
             continue
         for i, gram in enumerate(GRAM.value):  # the baseline with the first method only

@@ -15,12 +15,13 @@ bench="python launch/benchmark.py"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$out/gpu.txt"
 # Most wanted first: a device call that runs out of time still returns what is written.
-# R-LARM epochs: the dense product (`auto` on GPUs) and the gather–scatter one, then the
-# sequential sparse loop at the ML-20M shape only (few steps: its per-step time is steady;
-# the MSD shape took 14.0 s a step on an H200).
-timeout 90 $bench --what=train --data=ml-20m-shape --products=dense --steps=20 2>&1 \
+# R-LARM epochs: the dense product (`auto` on GPUs) and the gather–scatter one, at the
+# ML-20M shape with the step's parts timed alone (--parts: forward product, rank loss,
+# Adam), then the sequential sparse loop at the ML-20M shape only (few steps: its
+# per-step time is steady; the MSD shape took 14.0 s a step on an H200).
+timeout 120 $bench --what=train --data=ml-20m-shape --products=dense --steps=20 --parts 2>&1 \
   | tee "$out/train_ml20m_dense.log"
-timeout 90 $bench --what=train --data=ml-20m-shape --products=segment --steps=20 2>&1 \
+timeout 120 $bench --what=train --data=ml-20m-shape --products=segment --steps=20 --parts 2>&1 \
   | tee "$out/train_ml20m_segment.log"
 timeout 120 $bench --what=train --data=msd-shape --products=dense --steps=8 2>&1 \
   | tee "$out/train_msd_dense.log"

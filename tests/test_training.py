@@ -167,10 +167,12 @@ def test_train_benchmark_smoke():
 
     x = _split(8, m=80, n=40).train
     row = _bench_train.run_train_benchmark(
-        "tiny", x, products=["dense", "sparse", "segment"], steps=1, batch_size=16
+        "tiny", x, products=["dense", "sparse", "segment"], steps=1, batch_size=16, parts=True
     )
     assert row["sparse_steps_per_epoch"] == 5 and row["sparse_finite"] and row["dense_finite"]
-    assert all(row[f"{p}_learner_step_s"] > 0 for p in ("dense", "sparse", "segment"))
+    for p in ("dense", "sparse", "segment"):
+        for part in ("learner_step_s", "forward_s", "rank_loss_s", "adam_s"):
+            assert row[f"{p}_{part}"] > 0, (p, part)
 
 
 def test_sparse_validation_scores_match_the_dense_product():
