@@ -25,6 +25,7 @@ import numpy as np
 
 from arm_jax import configs, ease, io, metrics, training
 from arm_jax.data import Split, split_stats
+from arm_jax.errors import ConfigError
 
 
 def _groups(split: Split, part: str) -> np.ndarray | None:
@@ -87,6 +88,64 @@ def hyperparameters(model: str, config: configs.ModelConfig) -> dict:
     return {name: getattr(config, name) for name in names}
 
 
+RUN_IDENTITY = ("dataset", "model", "seed", "dtype", "hyperparameters", "data")
+"""The `config.json` entries that make two runs the same run. The others (max_epochs,
+patience, the product, data flags, the backend) may change when a run is resumed or
+redone."""
+
+
+def _differences(old, new, name: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(new) + [k for k in old if k not in new]
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{name}.{k}")]
+    return [] if old == new else [f"{name} {old!r}, not {new!r}"]
+
+
+def check_workdir(workdir: str, expected: dict) -> None:
+    """Refuses a workdir whose `config.json` records a different run.
+
+    Args:
+      workdir: a model workdir (it need not exist).
+      expected: the new run's `config.json` entries, or some of them: those of
+        `RUN_IDENTITY` that it holds are compared with the recorded ones.
+
+    Raises:
+      ConfigError: naming the workdir and the first entries that differ, so that a run
+        never mixes its files with another's (or reuses another's results).
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        return
+    try:
+        recorded = io.read_json(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable config.json ({e}); use a new workdir") from e
+    new = io.to_json_value({k: expected[k] for k in RUN_IDENTITY if k in expected})
+    diffs = [d for k in new if k in recorded for d in _differences(recorded[k], new[k], k)]
+    if diffs:
+        shown = "; ".join(diffs[:3]) + ("; …" if len(diffs) > 3 else "")
+        raise ConfigError(f"{workdir} holds another run ({shown}); use a new workdir")
+
+
+def run_record(
+    split: Split, model: str, config: configs.ModelConfig, *, seed: int = 0, dtype=jnp.float32
+) -> dict:
+    """The `config.json` content of a run (without extra settings)."""
+    from arm_jax import __version__
+
+    return {
+        "dataset": split.dataset,
+        "model": model,
+        "seed": seed,
+        "dtype": jnp.dtype(dtype).name,
+        "backend": jax.default_backend(),
+        "hyperparameters": hyperparameters(model, config),
+        "model_config": dataclasses.asdict(config),
+        "data": split_stats(split),
+        "version": __version__,
+    }
+
+
 def run_experiment(
     split: Split,
     *,
@@ -116,27 +175,22 @@ def run_experiment(
 
     Returns:
       The content of `results.json`.
+
+    Raises:
+      ConfigError: a bad model or configuration, or a workdir holding another run
+        (`check_workdir`), or an adversarial run there without `resume`; raised before
+        anything is written.
     """
     if model not in configs.MODELS:
-        raise configs.ConfigError(
-            f"unknown model {model!r}; expected one of {', '.join(configs.MODELS)}"
-        )
+        raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(configs.MODELS)}")
     configs.validate_model_config(config, model)
+    record = {**run_record(split, model, config, seed=seed, dtype=dtype), **(extra_config or {})}
+    check_workdir(workdir, record)
+    if model in configs.ADVERSARIAL_MODELS:
+        training.check_workdir(
+            split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
+        )
     os.makedirs(workdir, exist_ok=True)
-    from arm_jax import __version__
-
-    record = {
-        "dataset": split.dataset,
-        "model": model,
-        "seed": seed,
-        "dtype": jnp.dtype(dtype).name,
-        "backend": jax.default_backend(),
-        "hyperparameters": hyperparameters(model, config),
-        "model_config": dataclasses.asdict(config),
-        "data": split_stats(split),
-        "version": __version__,
-        **(extra_config or {}),
-    }
     io.write_json(os.path.join(workdir, "config.json"), record)
 
     start = time.perf_counter()

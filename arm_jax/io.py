@@ -7,7 +7,7 @@ over the destination only once the write has completed (`os.replace` is atomic o
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,8 +23,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
+    # Created like `open(path, "w")` would be, so the file gets the umask's permissions
+    # (`tempfile.mkstemp` makes it 0600: others could not read a shared run's results).
+    name = f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    tmp = os.path.join(folder, name)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -43,6 +46,12 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Writes `text` (UTF-8) to `path` atomically."""
     write_bytes(path, text.encode("utf-8"))
+
+
+def to_json_value(obj: Any) -> Any:
+    """`obj` as `read_json` would give it back after `write_json` (tuples become lists,
+    NumPy scalars and arrays Python numbers and lists)."""
+    return json.loads(json.dumps(_to_jsonable(obj)))
 
 
 def _to_jsonable(obj: Any) -> Any:

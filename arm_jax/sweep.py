@@ -174,6 +174,20 @@ def best_cell(table: pd.DataFrame, *, metric: str = SELECTION_METRIC) -> dict:
 
 
 # --------------------------------------------------------------------------- running
+def _reusable(workdir: str, *, model: str, config: ModelConfig, seed: int, dataset) -> bool:
+    """Whether `workdir` holds this run finished; raises if it holds another run."""
+    if not is_finished(workdir):
+        return False
+    from arm_jax.experiment import check_workdir, hyperparameters
+
+    expected = {"model": model, "seed": seed, "dtype": "float32"}
+    expected["hyperparameters"] = hyperparameters(model, config)
+    if dataset is not None:
+        expected["dataset"] = dataset
+    check_workdir(workdir, expected)
+    return True
+
+
 def train_cell(
     load_split: Callable[[], object],
     *,
@@ -181,6 +195,7 @@ def train_cell(
     config: ModelConfig,
     workdir: str,
     seed: int = 0,
+    dataset: str | None = None,
 ) -> str:
     """Trains one cell with `arm_jax.experiment.run_experiment` unless it has finished.
 
@@ -189,11 +204,16 @@ def train_cell(
         `arm_jax.load_split`, so that worker processes can call it).
       model, config, seed: as `run_experiment`.
       workdir: the cell's folder; an unfinished existing one is resumed.
+      dataset: the split's name; a finished cell is reused only if it records the same
+        dataset (and model, seed and hyperparameters). None: not compared.
 
     Returns:
       `workdir`.
+
+    Raises:
+      ConfigError: `workdir` holds another run (`experiment.check_workdir`).
     """
-    if is_finished(workdir):
+    if _reusable(workdir, model=model, config=config, seed=seed, dataset=dataset):
         return workdir
     from arm_jax.experiment import run_experiment  # JAX only where training happens
 
@@ -213,6 +233,7 @@ def run_sweep(
     sweep_dir: str,
     num_workers: int = 1,
     seed: int = 0,
+    dataset: str | None = None,
 ) -> list[str]:
     """Trains every unfinished cell of a grid, in this process or in `num_workers` ones.
 
@@ -224,6 +245,7 @@ def run_sweep(
       sweep_dir: one sub-folder per cell (`cell_name`).
       num_workers: > 1 runs cells in that many spawned processes.
       seed: every cell's seed.
+      dataset: the split's name, checked against finished cells (see `train_cell`).
 
     Returns:
       The cell folders, in `cells` order.
@@ -234,10 +256,11 @@ def run_sweep(
             config=dataclasses.replace(base_config, **params),
             workdir=os.path.join(sweep_dir, cell_name(params)),
             seed=seed,
+            dataset=dataset,
         )
         for params in cells
     ]
-    todo = [job for job in jobs if not is_finished(job["workdir"])]
+    todo = [job for job in jobs if not _reusable(**job)]
     if num_workers <= 1 or len(todo) <= 1:
         if todo:
             split = load_split()
@@ -265,15 +288,25 @@ def sweep_report(table: pd.DataFrame, best: dict, *, dataset: str, model: str) -
     }
 
 
-def best_overrides(paths: list[str]) -> dict[str, dict]:
-    """{model: hyperparameters} of the best.json files at `paths` (one per model)."""
+def best_overrides(paths: list[str], *, dataset: str | None = None) -> dict[str, dict]:
+    """{model: hyperparameters} of the best.json files at `paths` (one per model).
+
+    Raises:
+      ConfigError: a file that is not a best.json, two for one model, or (with
+        `dataset`) one from a sweep on another dataset.
+    """
     overrides = {}
     for path in paths:
         try:
             best = read_json(path)
-            overrides[best["model"]] = dict(best["hyperparameters"])
+            model, params, swept = best["model"], dict(best["hyperparameters"]), best["dataset"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{path}: not a sweep's best.json ({e})") from e
+        if dataset is not None and swept != dataset:
+            raise ConfigError(f"{path}: a sweep on {swept!r}, not on --dataset={dataset!r}")
+        if model in overrides:
+            raise ConfigError(f"{path}: a second best.json for {model!r}")
+        overrides[model] = params
     return overrides
 
 
@@ -291,7 +324,8 @@ def reproduce_models(
 
     Args:
       load_split: see `train_cell`; called at most once.
-      dataset: picks the `model_config` defaults.
+      dataset: picks the `model_config` defaults; finished runs of another dataset in
+        `workdir` are refused, not reused.
       workdir: the parent folder.
       models: which models.
       best: {model: hyperparameters} from sweeps (`best_overrides`); else the defaults.
@@ -313,5 +347,9 @@ def reproduce_models(
         given = {**(overrides or {}), **(best or {}).get(model, {})}
         config = model_config(dataset, model, **given)
         path = os.path.join(workdir, model)
-        workdirs.append(train_cell(load_once, model=model, config=config, workdir=path, seed=seed))
+        workdirs.append(
+            train_cell(
+                load_once, model=model, config=config, workdir=path, seed=seed, dataset=dataset
+            )
+        )
     return workdirs

@@ -144,6 +144,11 @@ def _save(path: str, tree, meta: dict) -> None:
     io.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
 
 
+def _load_meta(path: str) -> dict:
+    with np.load(path) as f:  # reads the one entry, not the arrays
+        return json.loads(str(f["__meta__"]))
+
+
 def _load(path: str) -> tuple[dict, dict]:
     with np.load(path) as f:
         meta = json.loads(str(f["__meta__"]))
@@ -190,6 +195,28 @@ def _nulled(record: dict) -> dict:
 
 def _finite(record: dict) -> bool:
     return all(np.isfinite(v) for v in record.values() if isinstance(v, float))
+
+
+def check_workdir(
+    split, workdir: str | None, *, model: str, config: ModelConfig, seed: int, dtype, resume: bool
+) -> bool:
+    """Whether `train_adversarial` would resume from `workdir`; raises where it would refuse.
+
+    Raises:
+      ConfigError: the workdir holds a checkpoint and `resume` is False, or a checkpoint
+        of a different run (another model, data, seed, dtype or setting other than
+        max_epochs and patience).
+    """
+    latest = os.path.join(workdir, "latest.npz") if workdir else None
+    if not (latest and os.path.exists(latest)):
+        return False
+    if not resume:
+        raise ConfigError(
+            f"{workdir} already holds a run: resume it (--resume, resume=True) or use a new workdir"
+        )
+    if _load_meta(latest)["fingerprint"] != _fingerprint(split, model, config, seed, dtype):
+        raise ConfigError(f"{workdir} holds a checkpoint of a different run; use a new workdir")
+    return True
 
 
 def train_adversarial(
@@ -241,9 +268,9 @@ def train_adversarial(
     W0 = None
     latest = os.path.join(workdir, "latest.npz") if workdir else None
     best_path = os.path.join(workdir, "best.npz") if workdir else None
-    resuming = bool(latest and os.path.exists(latest))
-    if resuming and not resume:
-        raise ConfigError(f"{workdir} already holds a run; pass resume=True or a new workdir")
+    resuming = check_workdir(
+        split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
+    )
     if config.warm_start and not resuming:
         # C/2: the stationary point of the learner's own loss with uniform weights.
         W0 = fit_ease(x, C=config.C / 2, dtype=dtype)
@@ -255,8 +282,6 @@ def train_adversarial(
     best_W = best_adv = None
     if resuming:
         meta, arrays = _load(latest)
-        if meta["fingerprint"] != fingerprint:
-            raise ConfigError(f"{workdir} holds a checkpoint of a different run; use a new workdir")
         state = _restore_state(state, arrays)
         epoch, best_ndcg, best_epoch = meta["epoch"], meta["best_ndcg"], meta["best_epoch"]
         bad_epochs, history, cap = meta["bad_epochs"], meta["history"], meta["nnz_cap"]

@@ -32,13 +32,16 @@ def main(argv):
     unknown = set(_MODELS.value) - set(configs.MODELS)
     if unknown:
         raise configs.ConfigError(f"--models: unknown {', '.join(sorted(unknown))}")
+    if "ease" not in _MODELS.value:  # checked before hours of training, not after
+        raise configs.ConfigError("--models must include ease: the analysis compares with it")
+    dataset = _data_flags.DATASET.value
     load = functools.partial(load_split, **_data_flags.split_arguments())
     workdirs = sweep.reproduce_models(
         load,
-        dataset=_data_flags.DATASET.value,
+        dataset=dataset,
         workdir=_WORKDIR.value,
         models=tuple(_MODELS.value),
-        best=sweep.best_overrides(_BEST.value),
+        best=sweep.best_overrides(_BEST.value, dataset=dataset),
         overrides={"max_epochs": _MAX_EPOCHS.value, "patience": _PATIENCE.value},
         seed=_data_flags.SEED.value,
     )

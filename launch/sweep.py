@@ -40,7 +40,7 @@ def main(argv):
     load = functools.partial(load_split, **_data_flags.split_arguments())
     sweep.run_sweep(
         load, model=model, base_config=base, cells=cells, sweep_dir=out,
-        num_workers=_WORKERS.value, seed=_data_flags.SEED.value,
+        num_workers=_WORKERS.value, seed=_data_flags.SEED.value, dataset=dataset,
     )  # fmt: skip
     table = sweep.collect_results(out, cells)
     best = sweep.sweep_report(table, sweep.best_cell(table), dataset=dataset, model=model)

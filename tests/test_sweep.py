@@ -124,6 +124,12 @@ def test_reproduce_adversarial_smoke(tmp_path):
         assert (tmp_path / "analysis" / name).exists(), name
 
 
+def test_reproduce_without_ease_stops_before_training(tmp_path):
+    proc = _launch("reproduce.py", "--dataset=synthetic", f"--workdir={tmp_path}", "--models=arm")
+    assert proc.returncode != 0 and "--models must include ease" in proc.stderr
+    assert "Traceback" not in proc.stderr and not os.listdir(tmp_path)
+
+
 @pytest.mark.skipif(not os.environ.get("ARM_JAX_TEST_DATA"), reason="ARM_JAX_TEST_DATA unset")
 def test_reproduce_and_analyze_ml100k_are_consistent(tmp_path):
     data_dir = os.path.join(os.environ["ARM_JAX_TEST_DATA"], "ml-100k")

@@ -1,0 +1,119 @@
+"""A workdir holds one run: refusals write nothing, reuse needs the same run, files are
+readable as the umask says."""
+
+import dataclasses
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+from arm_jax import configs, io, load_split, run_experiment, sweep
+from arm_jax.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def split():
+    return load_split("synthetic", n_users=300, n_items=80, use_cache=False)
+
+
+def _adversarial(**kw):
+    base = dict(batch_size=32, max_epochs=1, learning_rate=1e-3)
+    return configs.model_config("synthetic", "arm", **{**base, **kw})
+
+
+def _snapshot(workdir):
+    return {
+        name: (workdir / name).read_bytes()
+        for name in sorted(os.listdir(workdir))
+        if (workdir / name).is_file()
+    }
+
+
+def test_a_refused_run_leaves_the_workdir_as_it_was(tmp_path, split):
+    ease_dir = tmp_path / "ease"
+    ease = configs.model_config("synthetic", "ease", C=0.01)
+    run_experiment(split, model="ease", config=ease, workdir=str(ease_dir))
+    before = _snapshot(ease_dir)
+    with pytest.raises(ConfigError, match=r"holds another run \(hyperparameters.C 0.01, not 0.05"):
+        run_experiment(
+            split,
+            model="ease",
+            config=dataclasses.replace(ease, C=0.05),
+            workdir=str(ease_dir),
+        )
+    with pytest.raises(ConfigError, match="model 'ease', not 'arm'"):
+        run_experiment(
+            split, model="arm", config=_adversarial(), workdir=str(ease_dir), resume=True
+        )
+    with pytest.raises(ConfigError, match="seed 0, not 1"):
+        run_experiment(split, model="ease", config=ease, workdir=str(ease_dir), seed=1)
+    assert _snapshot(ease_dir) == before
+    # The same run again is allowed (and gives the same files but for timings).
+    run_experiment(split, model="ease", config=ease, workdir=str(ease_dir))
+    assert (ease_dir / "config.json").read_bytes() == before["config.json"]
+
+    arm_dir = tmp_path / "arm"
+    run_experiment(split, model="arm", config=_adversarial(), workdir=str(arm_dir))
+    before = _snapshot(arm_dir)
+    with pytest.raises(ConfigError, match=r"already holds a run: resume it \(--resume"):
+        run_experiment(split, model="arm", config=_adversarial(), workdir=str(arm_dir))
+    # Same hyperparameters, another product: the checkpoint check refuses it.
+    other = _adversarial(product="segment")
+    with pytest.raises(ConfigError, match="checkpoint of a different run"):
+        run_experiment(split, model="arm", config=other, workdir=str(arm_dir), resume=True)
+    assert _snapshot(arm_dir) == before
+    more = run_experiment(
+        split, model="arm", config=_adversarial(max_epochs=2), workdir=str(arm_dir), resume=True
+    )
+    assert more["model"] == "arm"  # max_epochs may change on a resume
+
+
+def test_sweeps_and_reproductions_reuse_only_the_same_runs(tmp_path, split):
+    cells = sweep.expand_grid({"C": [0.01]})
+    base = configs.model_config("synthetic", "ease")
+    kw = dict(model="ease", base_config=base, cells=cells, sweep_dir=str(tmp_path / "sweep"))
+    (cell,) = sweep.run_sweep(lambda: split, dataset="synthetic", **kw)
+    stamp = os.path.getmtime(os.path.join(cell, "results.json"))
+    sweep.run_sweep(lambda: split, dataset="synthetic", **kw)  # reused
+    assert os.path.getmtime(os.path.join(cell, "results.json")) == stamp
+    with pytest.raises(ConfigError, match="dataset 'synthetic', not 'ml-100k'"):
+        sweep.run_sweep(lambda: split, dataset="ml-100k", **kw)
+    with pytest.raises(ConfigError, match="seed 0, not 3"):
+        sweep.run_sweep(lambda: split, dataset="synthetic", seed=3, **kw)
+
+    # reproduce_models: a finished EASE of other hyperparameters is not taken for this one.
+    shutil.copytree(cell, tmp_path / "repro" / "ease")
+    with pytest.raises(ConfigError, match="hyperparameters.C 0.01, not 0.5"):
+        sweep.reproduce_models(
+            lambda: split, dataset="synthetic", workdir=str(tmp_path / "repro"),
+            models=("ease",), best={"ease": {"C": 0.5}},
+        )  # fmt: skip
+
+
+def test_best_json_must_come_from_the_same_dataset(tmp_path):
+    def best(name, dataset, model="rlarm"):
+        path = str(tmp_path / name)
+        io.write_json(path, {"dataset": dataset, "model": model, "hyperparameters": {"B": 2.0}})
+        return path
+
+    ok, other = best("a.json", "ml-100k"), best("b.json", "synthetic")
+    assert sweep.best_overrides([ok], dataset="ml-100k") == {"rlarm": {"B": 2.0}}
+    with pytest.raises(ConfigError, match="b.json: a sweep on 'synthetic', not on --dataset"):
+        sweep.best_overrides([ok, other], dataset="ml-100k")
+    with pytest.raises(ConfigError, match="a second best.json for 'rlarm'"):
+        sweep.best_overrides([ok, best("c.json", "ml-100k")])
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_get_the_umask_permissions(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        io.write_text(tmp_path / "a.txt", "x")
+        io.savez(tmp_path / "b.npz", x=np.zeros(2))
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.npz"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode, name
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.npz"]  # no temporary left
