@@ -24,7 +24,7 @@ from arm_jax.analysis import (
     overall_table,
     worst_users_improvement,
 )
-from arm_jax.errors import ArmJaxError, DataError
+from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.io import read_json, write_json, write_text
 
 PER_USER_KEYS = ("user_ids", *METRICS, "n_fold_in", "n_heldout", "sq_loss")
@@ -223,7 +223,16 @@ def analyze(
       n_buckets: Figure 1 buckets.
       percents: Figure 2 q values.
       alpha: Figure 2 significance level.
+
+    Raises:
+      ConfigError: n_buckets < 1, alpha outside (0, 1) or a q outside (0, 100].
     """
+    if n_buckets < 1:
+        raise ConfigError(f"n_buckets (--n_buckets) must be >= 1, got {n_buckets}")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha (--alpha) must be in (0, 1), got {alpha}")
+    if not all(0 < q <= 100 for q in percents):
+        raise ConfigError(f"percents must be in (0, 100], got {percents}")
     if "ease" not in runs:
         raise ArmJaxError(
             "Figures 1-2 need the EASE workdir (model 'ease'); got only "
@@ -315,10 +324,16 @@ def summary(analysis: Analysis) -> dict:
     }
 
 
-def _title(analysis: Analysis, models: list[str]) -> str:
+def _title(analysis: Analysis, models: list[str], *, width: int = 120) -> str:
+    """Dataset, users and every model's settings, in lines of at most about `width`
+    characters (a figure clips a longer line), broken between models."""
     n = int(analysis.table2["n_users"].iloc[0])
-    settings = "; ".join(plots.settings_label(m, analysis.settings[m]) for m in models)
-    return f"{analysis.dataset}: {n} {analysis.split} users\n{settings}"
+    lines = [f"{analysis.dataset}: {n} {analysis.split} users", ""]
+    for label in (plots.settings_label(m, analysis.settings[m]) for m in models):
+        if lines[-1] and len(lines[-1]) + 2 + len(label) > width:
+            lines.append("")
+        lines[-1] += f"; {label}" if lines[-1] else label
+    return "\n".join(lines)
 
 
 def summary_markdown(analysis: Analysis) -> str:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from arm_jax import analysis, report
-from arm_jax.errors import ArmJaxError, DataError
+from arm_jax import analysis, plots, report
+from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.io import savez, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -214,6 +214,14 @@ def test_analyze_and_write_report(tmp_path):
     }  # fmt: skip
     with pytest.raises(ArmJaxError, match="EASE"):
         report.analyze_workdirs([paths["rlarm"], paths["arm"]])
+    with pytest.raises(ConfigError, match="n_buckets"):
+        report.analyze_workdirs([str(tmp_path / "runs")], n_buckets=0)
+    with pytest.raises(ConfigError, match="alpha"):
+        report.analyze_workdirs([str(tmp_path / "runs")], alpha=2.0)
+    # Figure titles: every model's settings, in lines a figure does not clip.
+    title = report._title(result, list(MODELS)).splitlines()
+    assert len(title) >= 2 and all(len(line) <= 120 for line in title)
+    assert all(plots.settings_label(m, result.settings[m]) in "\n".join(title) for m in MODELS)
     alone = report.analyze_workdirs([paths["ease"]])  # EASE alone: no Figure 2 bars
     assert len(alone.worst_users) == 0
     written = report.write_report(alone, str(tmp_path / "alone"))
@@ -252,6 +260,7 @@ def test_launch_analyze_end_to_end(tmp_path):
     assert row["ndcg@100"] == pytest.approx(ease["ndcg@100"].astype(np.float64).mean(), rel=1e-12)
     assert len(summary["worst_users"]) == 10 * 2
 
-    proc = _run_analyze(f"--workdirs={paths['rlarm']}", f"--outdir={out}")
-    assert proc.returncode == 1
-    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    for bad in ([f"--workdirs={paths['rlarm']}"], [f"--workdirs={paths['ease']}", "--n_buckets=0"]):
+        proc = _run_analyze(*bad, f"--outdir={out}")
+        assert proc.returncode == 1
+        assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
