@@ -105,11 +105,22 @@ def test_interactions_bad_columns_and_rows(tmp_path):
         header=False,
     )
     _fails(tmp_path, ConfigError, "data_path", dataset="interactions")
+    message = _fails(
+        tmp_path, DataError, "", dataset="interactions", data_path=str(path), columns="0,9"
+    )
+    assert "has 3 columns, so there is no column 9" in message
 
 
 def test_nothing_left_after_filtering(tmp_path):
     (tmp_path / "ratings.csv").write_text(HEADER + GOOD.replace("5.0", "3.0"))
-    _fails(tmp_path, DataError, "no interactions left after filtering", data_dir=str(tmp_path))
+    message = _fails(
+        tmp_path, DataError, "no interactions left after filtering", data_dir=str(tmp_path)
+    )
+    assert "rating > 3.5" in message and "None" not in message
+    path = tmp_path / "x.csv"
+    path.write_text("u,i\n1,2\n")
+    message = _fails(tmp_path, DataError, "", dataset="interactions", data_path=str(path), min_uc=5)
+    assert message.endswith("(kept users with >= 5 rows)") and "None" not in message
     (tmp_path / "ratings.csv").write_text(HEADER)
     _fails(tmp_path, DataError, "", data_dir=str(tmp_path))
 

@@ -113,15 +113,15 @@ def test_msd_triplets(tmp_path):
     assert split.train_user_ids.dtype.kind == "U"
 
 
-@pytest.mark.parametrize("form", ["csv_names", "tsv_positions", "parquet", "space"])
+@pytest.mark.parametrize("form", ["csv_names", "csv_bom", "tsv_positions", "parquet", "space"])
 def test_interactions(tmp_path, form):
     rows = _random_rows()
     ref_all = reference_split(rows, None, 5, 0, len(rows.userId.unique()) // 10)
     ref_thr = reference_split(rows, 3.5, 5, 0, 20)
-    if form == "csv_names":
+    if form in ("csv_names", "csv_bom"):  # csv_bom: Excel's "CSV UTF-8", a byte-order mark
         path = tmp_path / "clicks.csv"
         rows.rename(columns={"userId": "uid", "movieId": "iid", "rating": "r"}).to_csv(
-            path, index=False
+            path, index=False, encoding="utf-8-sig" if form == "csv_bom" else "utf-8"
         )
         kw = dict(columns="uid,iid,r")
     elif form == "tsv_positions":

@@ -15,6 +15,9 @@ import pandas as pd
 
 from arm_jax.errors import DataError
 
+# A byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+_ENCODING = "utf-8-sig"
+
 
 def check_file(path: str, what: str) -> None:
     """Raises DataError unless `path` is a readable regular file."""
@@ -24,8 +27,8 @@ def check_file(path: str, what: str) -> None:
 
 def scan_lines(path: str, check: Callable[[str], None], *, skip: int = 0, data=None):
     """Raises DataError at the first non-blank line (after `skip`) that `check` rejects."""
-    stream = io.TextIOWrapper(io.BytesIO(data), "utf-8") if data is not None else None
-    with stream or open(path, encoding="utf-8", errors="replace") as f:
+    stream = io.TextIOWrapper(io.BytesIO(data), _ENCODING) if data is not None else None
+    with stream or open(path, encoding=_ENCODING, errors="replace") as f:
         for number, line in enumerate(f, start=1):
             if number <= skip or not line.strip():
                 continue
@@ -94,6 +97,7 @@ def read_delimited(
             header=0 if header else None,
             engine="c",
             skip_blank_lines=True,
+            encoding=_ENCODING,
         )
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty (expected {expected})") from None
@@ -107,7 +111,10 @@ def read_delimited(
     out = []
     for pos, kind in zip(positions, kinds):
         if pos >= frame.shape[1]:
-            raise DataError(f"{path}: has {frame.shape[1]} columns, expected {expected}")
+            raise DataError(
+                f"{path}: has {frame.shape[1]} columns, so there is no column {pos} "
+                f"(0-based) for the {expected}"
+            )
         values = frame.iloc[:, pos]
         bad = values.isna().to_numpy().copy()
         if kind != "any":
@@ -133,8 +140,8 @@ def _positions(path, cols, header, split, data) -> list[int]:
     """0-based positions of `cols` (names are looked up in the header line)."""
     if all(isinstance(c, int) for c in cols):
         return list(cols)
-    stream = io.TextIOWrapper(io.BytesIO(data), "utf-8") if data is not None else None
-    with stream or open(path, encoding="utf-8", errors="replace") as f:
+    stream = io.TextIOWrapper(io.BytesIO(data), _ENCODING) if data is not None else None
+    with stream or open(path, encoding=_ENCODING, errors="replace") as f:
         names = [n.strip() for n in split(f.readline().rstrip("\r\n"))]
     missing = [c for c in cols if isinstance(c, str) and c not in names]
     if missing:
@@ -145,8 +152,8 @@ def _positions(path, cols, header, split, data) -> list[int]:
 def _raise_at_row(path: str, row: int, header: bool, expected: str, data=None) -> None:
     """Raises DataError at the line holding data row `row` (blank lines skipped)."""
     seen = -1
-    stream = io.TextIOWrapper(io.BytesIO(data), "utf-8") if data is not None else None
-    with stream or open(path, encoding="utf-8", errors="replace") as f:
+    stream = io.TextIOWrapper(io.BytesIO(data), _ENCODING) if data is not None else None
+    with stream or open(path, encoding=_ENCODING, errors="replace") as f:
         for number, line in enumerate(f, start=1):
             if (header and number == 1) or not line.strip():
                 continue
