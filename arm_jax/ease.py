@@ -349,12 +349,12 @@ def predict(w: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def save_model(path: str, w: jax.Array, **meta) -> None:
-    """Writes W (and JSON-able `meta`, e.g. item ids) to an `.npz` file atomically."""
+    """Writes `w: [n, n]` and arrays `meta` (e.g. `item_ids: [n]`) to an `.npz` atomically."""
     io.savez(path, W=np.asarray(w), **{k: np.asarray(v) for k, v in meta.items()})
 
 
 def load_model(path: str) -> tuple[jax.Array, dict[str, np.ndarray]]:
-    """Reads a model written by `save_model`: returns (W on the device, other arrays)."""
+    """Reads a model written by `save_model`: (`W: [n, n]` on the device, other arrays)."""
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     return jnp.asarray(arrays.pop("W")), arrays

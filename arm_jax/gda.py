@@ -137,8 +137,9 @@ def gda_step(
     Jit this function (with the keyword options bound) with `donate_argnums=0`.
 
     Args:
-      state: the train state (donated).
-      batch: the mini-batch's users' rows.
+      state: the train state (donated): `W: [n, n]`, the adversary's parameters (e.g.
+        `a: [n, 1]`) and both Adam states.
+      batch: the mini-batch's b users' rows (`[b, n]` as padded coordinates).
       key: this step's PRNG key (the paper's models are deterministic given the batch;
         it is there for adversaries or objectives that sample).
       model: (adversary, objective).
@@ -248,7 +249,18 @@ def _sparse_learner_update(state, batch, weights, C):
 
 
 def make_step(model: Model, config, *, warmup_steps: int, product: str | None = None):
-    """`gda_step` with the model and hyperparameters bound, jitted, state donated."""
+    """`gda_step` with the model and hyperparameters bound, jitted, state donated.
+
+    Args:
+      model: (adversary, objective), e.g. `adversarial.make_model("rlarm")`.
+      config: a `ModelConfig` (C, B and product are read).
+      warmup_steps: learner-only steps before the adversary moves.
+      product: overrides `config.product`.
+
+    Returns:
+      `step(state, batch, key) -> (state, metrics)`; one compilation per batch shape
+      (`SparseBatch` coordinates of one length, `[nnz_cap]`).
+    """
     step = functools.partial(
         gda_step,
         model=model,

@@ -164,7 +164,15 @@ def _dense_rows(x: sp.csr_matrix, rows: np.ndarray, pad: int, dtype) -> np.ndarr
 
 
 def summarize(per_user: dict[str, np.ndarray], names: Sequence[str] = METRICS) -> dict:
-    """Means and standard errors (std with ddof=1 over √n) of per-user metrics."""
+    """Means and standard errors (std with ddof=1 over √n) of per-user metrics.
+
+    Args:
+      per_user: `{name: [n_users]}` (e.g. `evaluate`'s output).
+      names: which entries to summarize.
+
+    Returns:
+      `{name: mean, name + "_se": standard error, "n_users": n}`; 0 for no users.
+    """
     out = {}
     for name in names:
         values = np.asarray(per_user[name], dtype=np.float64)

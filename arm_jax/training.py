@@ -249,7 +249,7 @@ def train_adversarial(
       adversarial_model: a custom `adversarial.Model` (adversary and objective).
 
     Returns:
-      A `TrainResult` with the best learner and adversary.
+      A `TrainResult` with the best learner (`[n, n]`) and adversary.
 
     Raises:
       ConfigError: a bad model or batch size, or a workdir holding another run.
