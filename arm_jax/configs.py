@@ -77,7 +77,8 @@ class ModelConfig:
       max_epochs, patience: stop after `patience` epochs without a better validation
         NDCG@100, or after `max_epochs`.
       warmup_epochs: K, epochs of learner-only steps before the adversary moves.
-      adam_eps: Adam's ε (1e-7 as in the authors' TensorFlow code).
+      adam_eps: Adam's ε, added as TensorFlow adds it (1e-7 as in the authors' code;
+        `gda.keras_adam`).
       warm_start: start W from the EASE closed form instead of Glorot-normal.
       product: how `x_u W` is computed: "auto", "dense", "sparse" or "segment"
         (`arm_jax.products`).

@@ -60,6 +60,23 @@ class TrainState:
     adversary_optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
+def keras_adam(learning_rate: float, *, eps: float = 1e-7, b1: float = 0.9, b2: float = 0.999):
+    """Adam as the authors' `tf.optimizers.Adam` computes it.
+
+    TensorFlow adds ε to √v before the bias corrections (Kingma & Ba's "ε̂"):
+    `θ -= lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m / (√v + ε)`. That is optax's Adam with ε/√(1−β₂ᵗ) in
+    place of ε, so ε is given as a schedule of the step. The two differ where √v̂ is
+    not far above ε: at step 1 TensorFlow's ε counts as 3.2e-6, not 1e-7.
+    """
+
+    def eps_hat(count):  # count: updates done so far; this update is step count + 1
+        return eps / jnp.sqrt(1.0 - b2 ** (count + 1.0))
+
+    return optax.inject_hyperparams(optax.adam)(
+        learning_rate=learning_rate, b1=b1, b2=b2, eps=eps_hat
+    )
+
+
 def init_state(
     key: jax.Array,
     n_items: int,
@@ -90,8 +107,8 @@ def init_state(
     else:
         params = {"W": zero_diagonal(jnp.asarray(W0, dtype))}
     adversary_params = adversary.init(k_a, n_items, config)
-    optimizer = optax.adam(config.learning_rate, eps=config.adam_eps)
-    adversary_optimizer = optax.adam(config.learning_rate, eps=config.adam_eps)
+    optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
+    adversary_optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
     return TrainState(
         params=params,
         adversary_params=adversary_params,

@@ -124,6 +124,7 @@ def _fingerprint(split, model: str, config: ModelConfig, seed: int, dtype) -> di
         "train_shape": list(train.shape),
         "train_nnz": int(train.nnz),
         "train_checksum": hashlib.sha256(train.indices.tobytes()).hexdigest()[:16],
+        "optimizer": "keras_adam",  # checkpoints of optax.adam states (before) differ
     }
 
 

@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.sparse as sp
 
@@ -402,3 +403,35 @@ def test_arm_objective_matches_numpy():
     w /= w.sum()
     expected = np.sum(w * np.sum((x - scores) ** 2, axis=1)) - 1.5 * np.sum(a**2)
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_adam_adds_epsilon_as_tensorflow_does():
+    """The authors' `tf.optimizers.Adam`: θ -= lr·√(1−β₂ᵗ)/(1−β₁ᵗ)·m/(√v + ε), float64."""
+    rng = np.random.default_rng(12)
+    theta0 = rng.normal(size=40).astype(np.float32)
+    # Gradients from 1e-8 to 1e-3: where √v is near ε the two ways of adding ε differ.
+    grads = [
+        (rng.normal(size=40) * 10.0 ** rng.uniform(-8, -3, 40)).astype(np.float32) for _ in range(6)
+    ]
+    lr, eps, b1, b2 = 1e-3, 1e-7, 0.9, 0.999
+    theta, m, v = theta0.astype(np.float64), np.zeros(40), np.zeros(40)
+    for t, g in enumerate(grads, start=1):
+        m = m + (g - m) * (1 - b1)
+        v = v + (g.astype(np.float64) ** 2 - v) * (1 - b2)
+        theta = theta - m * lr * np.sqrt(1 - b2**t) / (1 - b1**t) / (np.sqrt(v) + eps)
+
+    def run(optimizer):
+        p = jnp.asarray(theta0)
+        state = optimizer.init(p)
+        update = jax.jit(optimizer.update)
+        for g in grads:
+            u, state = update(jnp.asarray(g), state, p)
+            p = p + u
+        return np.asarray(p)
+
+    np.testing.assert_allclose(run(gda.keras_adam(lr, eps=eps)), theta, rtol=0, atol=2e-6)
+    # optax's own Adam adds ε after the bias corrections: not the authors' numbers.
+    assert np.abs(run(optax.adam(lr, eps=eps)) - theta).max() > 1e-4
+    config = configs.model_config("synthetic", "rlarm")
+    state = gda.init_state(jax.random.PRNGKey(0), 8, adversary=adv.LINEAR_ADVERSARY, config=config)
+    assert np.allclose(run(state.optimizer), run(gda.keras_adam(config.learning_rate)))
