@@ -7,8 +7,8 @@ The public API, by layer:
   `save_model`, `load_model`;
 - adversarial models: `Adversary`, `LINEAR_ADVERSARY`, `NN_ADVERSARY`,
   `adversary_weights`, `adversary_scores`, `learner_loss`, `arm_objective`,
-  `rank_loss`, `rank_objective`, `make_model`, `TrainState`, `init_state`, `gda_step`,
-  `make_step`, `train_adversarial`;
+  `rank_loss`, `rank_objective`, `Model`, `make_model`, `TrainState`, `init_state`,
+  `gda_step`, `make_step`, `SparseBatch`, `make_batch`, `nnz_cap`, `train_adversarial`;
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
   `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`.
@@ -20,6 +20,7 @@ from arm_jax.adversarial import (
     LINEAR_ADVERSARY,
     NN_ADVERSARY,
     Adversary,
+    Model,
     adversary_scores,
     adversary_weights,
     arm_objective,
@@ -50,13 +51,16 @@ from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.experiment import evaluate_model, run_experiment
 from arm_jax.gda import TrainState, gda_step, init_state, make_step
 from arm_jax.metrics import evaluate, ndcg_at_k, recall_at_k, summarize
+from arm_jax.products import SparseBatch, make_batch
 from arm_jax.report import analyze_workdirs, write_report
-from arm_jax.training import train_adversarial
+from arm_jax.training import nnz_cap, train_adversarial
 
 __all__ = [
     "LINEAR_ADVERSARY",
     "NN_ADVERSARY",
     "Adversary",
+    "Model",
+    "SparseBatch",
     "TrainState",
     "adversary_scores",
     "adversary_weights",
@@ -64,6 +68,7 @@ __all__ = [
     "gda_step",
     "init_state",
     "learner_loss",
+    "make_batch",
     "make_model",
     "make_step",
     "rank_loss",
@@ -89,6 +94,7 @@ __all__ = [
     "make_synthetic",
     "model_config",
     "ndcg_at_k",
+    "nnz_cap",
     "overall_table",
     "predict",
     "recall_at_k",

@@ -25,6 +25,19 @@ from arm_jax import io
 from arm_jax.errors import ConfigError
 
 
+def interactions(x) -> sp.csr_matrix:
+    """`x` as a CSR matrix without explicitly stored zeros (a copy only if it has any).
+
+    A stored 0 is not an interaction: every Gram method, θ_u and the metrics then see
+    the same matrix.
+    """
+    x = sp.csr_matrix(x)
+    if x.nnz and not np.all(x.data != 0):
+        x = x.copy()
+        x.eliminate_zeros()
+    return x
+
+
 def ipw_weights(x: sp.csr_matrix, *, beta: float) -> np.ndarray:
     """EASE-IPW user weights θ_u^-β, rescaled to sum to m.
 
@@ -38,7 +51,7 @@ def ipw_weights(x: sp.csr_matrix, *, beta: float) -> np.ndarray:
     """
     if beta < 0:
         raise ConfigError(f"--beta must be >= 0, got {beta}")
-    theta = np.maximum(np.diff(x.tocsr().indptr), 1).astype(np.float64)
+    theta = np.maximum(np.diff(interactions(x).indptr), 1).astype(np.float64)
     w = theta**-beta
     return w * (len(w) / w.sum())
 
@@ -65,7 +78,8 @@ def gram_matrix(
     """XᵀDX as a dense `[n, n]` device array.
 
     Args:
-      x: `[m, n]` 0/1 CSR matrix.
+      x: `[m, n]` CSR matrix, 0/1 for EASE (its values are used by every method;
+        explicitly stored zeros are dropped).
       weights: `[m]` user weights (the diagonal of D) or None for all ones.
       dtype: result dtype (float32 or, with x64 enabled, float64).
       method: "sparse" (SciPy sparse product on the host), "device" (user chunks
@@ -75,23 +89,23 @@ def gram_matrix(
         "pairs" on an accelerator for unweighted X (on an H200: 0.60 s against 6.38 s
         for "device" at the MSD shape, 0.20 s against 0.51 s at the ML-20M shape,
         `launch/gpu_benchmark.sh`; integer counts, so the order of the device's atomic
-        adds does not matter), "device" for weighted X (float sums in a fixed order) or a
-        user with more than 46,340 items, "sparse" on the CPU (where "pairs" loses to
-        SciPy, 83.5 s against 20.1 s at the ML-20M shape, and a dense product does
-        ~1/density more work).
+        adds does not matter), "device" for weighted or non-0/1 X (float sums in a
+        fixed order) or a user with more than 46,340 items, "sparse" on the CPU (where
+        "pairs" loses to SciPy, 83.5 s against 20.1 s at the ML-20M shape, and a dense
+        product does ~1/density more work).
       chunk_size: users per "device" chunk.
       pairs_per_chunk: item pairs per "pairs" chunk.
     """
     dtype = _check_dtype(dtype)
+    x = interactions(x)
     if method == "auto":
         if jax.default_backend() == "cpu":
             method = "sparse"
-        elif weights is None and _max_items(x) ** 2 < 2**31:
+        elif weights is None and np.all(x.data == 1) and _max_items(x) ** 2 < 2**31:
             method = "pairs"
         else:
             method = "device"
     if method == "sparse":
-        x = x.tocsr()
         xt = x.T.tocsr() if weights is None else (x.T @ sp.diags(weights)).tocsr()
         g = (xt @ x).astype(np.float64 if weights is not None else np.float32)
         return jnp.asarray(g.toarray(), dtype=dtype)
@@ -102,12 +116,13 @@ def gram_matrix(
     raise ConfigError(f"gram method must be auto, sparse, device or pairs, got {method!r}")
 
 
-def chunk_layout(x: sp.csr_matrix, weights, *, chunk_size: int):
+def chunk_layout(x: sp.csr_matrix, weights, *, chunk_size: int, dtype=np.float32):
     """Host-side layout of X for `_scan_gram`: per user chunk, padded coordinate arrays.
 
     Returns `(rows, cols, vals)`, each `[n_chunks, width]`: the chunk-local row, the
-    column and √weight of every nonzero; padding points at row `chunk_size`, which the
-    device scatter drops. CSR rows are contiguous, so each chunk is one slice.
+    column and value·√weight (in `dtype`) of every nonzero; padding points at row
+    `chunk_size`, which the device scatter drops. CSR rows are contiguous, so each
+    chunk is one slice.
     """
     x = x.tocsr()
     m = x.shape[0]
@@ -116,15 +131,17 @@ def chunk_layout(x: sp.csr_matrix, weights, *, chunk_size: int):
     width = max(int(np.diff(bounds).max()), 1)
     nnz_per_row = np.diff(x.indptr)
     local_rows = np.repeat((np.arange(m) % chunk_size).astype(np.int32), nnz_per_row)
-    sqrt_w = None if weights is None else np.repeat(np.sqrt(weights), nnz_per_row)
+    values = x.data.astype(np.float64)
+    if weights is not None:
+        values = values * np.repeat(np.sqrt(np.asarray(weights, np.float64)), nnz_per_row)
     rows = np.full((n_chunks, width), chunk_size, np.int32)
     cols = np.zeros((n_chunks, width), np.int32)
-    vals = np.zeros((n_chunks, width), np.float32)
+    vals = np.zeros((n_chunks, width), dtype)
     for k in range(n_chunks):  # a loop over chunks of users, each a slice copy
         lo, hi = bounds[k], bounds[k + 1]
         rows[k, : hi - lo] = local_rows[lo:hi]
         cols[k, : hi - lo] = x.indices[lo:hi]
-        vals[k, : hi - lo] = 1.0 if sqrt_w is None else sqrt_w[lo:hi]
+        vals[k, : hi - lo] = values[lo:hi]
     return rows, cols, vals
 
 
@@ -132,8 +149,8 @@ def _gram_on_device(x: sp.csr_matrix, weights, *, dtype, chunk_size: int) -> jax
     """Chunked XᵀDX on the device from CSR index arrays (only indices cross to the device)."""
     m, n = x.shape
     chunk_size = max(1, min(chunk_size, m))
-    rows, cols, vals = chunk_layout(x, weights, chunk_size=chunk_size)
-    exact = weights is None and dtype == jnp.float32
+    rows, cols, vals = chunk_layout(x, weights, chunk_size=chunk_size, dtype=np.dtype(dtype))
+    exact = weights is None and dtype == jnp.float32 and bool(np.all(x.data == 1))
     n_blocks = 4 if n >= 4096 else 1
     return _scan_gram(
         jnp.asarray(rows),
@@ -214,14 +231,15 @@ def pair_layout(x: sp.csr_matrix, *, pairs_per_chunk: int):
 
 
 def _gram_from_pairs(x: sp.csr_matrix, weights, *, dtype, pairs_per_chunk: int) -> jax.Array:
-    x = x.tocsr()
     if x.nnz == 0:
         return jnp.zeros((x.shape[1], x.shape[1]), dtype)
     offsets, users = pair_layout(x, pairs_per_chunk=pairs_per_chunk)
     w = np.ones(x.shape[0]) if weights is None else np.asarray(weights)
+    binary = bool(np.all(x.data == 1))  # then each pair adds w_u, with no value reads
     return _scan_pairs(
         jnp.asarray(x.indptr, jnp.int32),
         jnp.asarray(x.indices, jnp.int32),
+        None if binary else jnp.asarray(x.data, dtype),
         jnp.asarray(w, dtype),
         jnp.asarray(offsets),
         jnp.asarray(users),
@@ -231,7 +249,7 @@ def _gram_from_pairs(x: sp.csr_matrix, weights, *, dtype, pairs_per_chunk: int) 
 
 
 @functools.partial(jax.jit, static_argnames=("n", "pairs_per_chunk"))
-def _scan_pairs(indptr, indices, weights, offsets, users, *, n, pairs_per_chunk):
+def _scan_pairs(indptr, indices, data, weights, offsets, users, *, n, pairs_per_chunk):
     k = indptr[1:] - indptr[:-1]
     pair = jnp.arange(pairs_per_chunk, dtype=jnp.int32)
 
@@ -242,10 +260,12 @@ def _scan_pairs(indptr, indices, weights, offsets, users, *, n, pairs_per_chunk)
         q, ku = pair - off[slot], jnp.maximum(k[u], 1)
         i, j = q // ku, q % ku  # the pair (i-th item, j-th item) of user u
         valid = (q >= 0) & (q < k[u] * k[u])  # not past the last user's pairs
-        a = jnp.where(valid, indices[jnp.minimum(indptr[u] + i, indices.shape[0] - 1)], n)
-        b = indices[jnp.minimum(indptr[u] + j, indices.shape[0] - 1)]
+        pos_a = jnp.minimum(indptr[u] + i, indices.shape[0] - 1)
+        pos_b = jnp.minimum(indptr[u] + j, indices.shape[0] - 1)
+        a, b = jnp.where(valid, indices[pos_a], n), indices[pos_b]
         # Counts of 0/1 data are exact in float32 below 2**24; row n is dropped.
-        return g.at[a, b].add(weights[u], mode="drop"), None
+        add = weights[u] if data is None else weights[u] * data[pos_a] * data[pos_b]
+        return g.at[a, b].add(add, mode="drop"), None
 
     g0 = jnp.zeros((n, n), weights.dtype)
     return jax.lax.scan(body, g0, (offsets, users))[0]

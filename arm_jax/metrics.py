@@ -33,7 +33,10 @@ def _ranked_hits(scores: jax.Array, heldout: jax.Array, fold_in: jax.Array | Non
     if fold_in is not None:
         scores = jnp.where(fold_in > 0, -jnp.inf, scores)
     _, top = jax.lax.top_k(scores, k)
-    return (heldout[top] > 0).astype(jnp.float32)
+    hits = heldout[top] > 0
+    if fold_in is not None:  # k ≥ the unmasked items would reach the masked ones
+        hits = hits & (fold_in[top] <= 0)
+    return hits.astype(jnp.float32)
 
 
 def _ndcg_one(scores, heldout, fold_in, *, k):
@@ -53,6 +56,12 @@ def _recall_one(scores, heldout, fold_in, *, k):
     return jnp.where(n_rel > 0, hits / jnp.maximum(denom, 1.0), 0.0)
 
 
+def _check_k(k) -> int:
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
 def ndcg_at_k(
     scores: jax.Array, heldout: jax.Array, fold_in: jax.Array | None = None, *, k: int = 100
 ) -> jax.Array:
@@ -67,7 +76,7 @@ def ndcg_at_k(
     Returns:
       `[n_users]` (or a scalar) NDCG@k; 0 for users with nothing held out.
     """
-    fn = functools.partial(_ndcg_one, k=k)
+    fn = functools.partial(_ndcg_one, k=_check_k(k))
     if scores.ndim == 1:
         return fn(scores, heldout, fold_in)
     return jax.vmap(fn, in_axes=(0, 0, None if fold_in is None else 0))(scores, heldout, fold_in)
@@ -80,7 +89,7 @@ def recall_at_k(
 
     Shapes as in `ndcg_at_k`.
     """
-    fn = functools.partial(_recall_one, k=k)
+    fn = functools.partial(_recall_one, k=_check_k(k))
     if scores.ndim == 1:
         return fn(scores, heldout, fold_in)
     return jax.vmap(fn, in_axes=(0, 0, None if fold_in is None else 0))(scores, heldout, fold_in)
@@ -122,7 +131,8 @@ def evaluate(
         a hashable function (a module-level function, not a fresh lambda per call) so the
         compiled evaluation is reused across calls.
       params: the model parameters passed to `predict` (e.g. the EASE matrix `W`).
-      fold_in, heldout: `[n_users, n_items]` 0/1 CSR matrices.
+      fold_in, heldout: `[n_users, n_items]` 0/1 sparse matrices (CSR, or converted to
+        it); explicitly stored zeros are not items.
       chunk_size: users per device batch.
       with_loss: also return `sq_loss`, ‖x − predict(x)‖² with x = fold-in + held-out.
 
@@ -131,10 +141,10 @@ def evaluate(
       `sq_loss`, `n_fold_in`, `n_heldout`) plus `index`, the row of each evaluated user
       in the input. Users with nothing held out are excluded.
     """
-    n_users, n_items = fold_in.shape
+    fold_in, heldout = sp.csr_matrix(fold_in), sp.csr_matrix(heldout)
     if heldout.shape != fold_in.shape:
         raise ValueError(f"fold_in {fold_in.shape} and heldout {heldout.shape} differ")
-    n_heldout = np.diff(heldout.indptr)
+    n_heldout = np.asarray((heldout > 0).sum(axis=1)).ravel()
     index = np.flatnonzero(n_heldout > 0)
     dtype = jax.dtypes.canonicalize_dtype(jnp.float32)
     chunks = []
@@ -150,7 +160,7 @@ def evaluate(
         name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0, np.float32)
         for name in names
     }
-    result["n_fold_in"] = np.diff(fold_in.indptr)[index]
+    result["n_fold_in"] = np.asarray((fold_in > 0).sum(axis=1)).ravel()[index]
     result["n_heldout"] = n_heldout[index]
     result["index"] = index
     return result

@@ -159,3 +159,32 @@ def test_ease_benchmark_smoke():
     }
     assert rows["sparse"]["max_metric_diff"] < 1e-4 and rows["sparse"]["speedup"] > 0
     assert rows["pairs"]["gram_method"] == "pairs" and "speedup" not in rows["pairs"]
+
+
+def test_every_gram_method_reads_values_and_skips_stored_zeros():
+    rng = np.random.default_rng(14)
+    x = _random_x(14, m=90, n=40, density=0.2).tocsr()
+    x.data = rng.choice([1.0, 2.0, 0.5], size=x.nnz).astype(np.float32)  # not 0/1
+    x.data[::4] = 0.0  # explicitly stored zeros: not interactions
+    dense = x.toarray().astype(np.float64)
+    weights = rng.random(90) + 0.1
+    for method in ("sparse", "device", "pairs"):
+        g = ease.gram_matrix(x, method=method, chunk_size=16, pairs_per_chunk=100)
+        np.testing.assert_allclose(g, dense.T @ dense, rtol=1e-6, err_msg=method)
+        gw = ease.gram_matrix(x, weights, method=method, chunk_size=16, pairs_per_chunk=100)
+        np.testing.assert_allclose(gw, dense.T @ (weights[:, None] * dense), rtol=1e-5)
+    assert x.nnz > (dense != 0).sum()  # the caller's matrix is left as it was
+    theta = np.maximum((dense != 0).sum(1), 1)
+    w = ease.ipw_weights(x, beta=0.5)
+    np.testing.assert_allclose(w, theta**-0.5 * 90 / (theta**-0.5).sum(), rtol=1e-12)
+
+
+def test_weighted_device_gram_is_float64_in_float64():
+    x = _random_x(15, m=70, n=30, density=0.3)
+    weights = ease.ipw_weights(x, beta=0.5)
+    dense = x.toarray().astype(np.float64)
+    with jax.enable_x64(True):
+        for method in ("sparse", "device", "pairs"):
+            g = ease.gram_matrix(x, weights, dtype=jnp.float64, method=method, chunk_size=16)
+            assert g.dtype == jnp.float64
+            np.testing.assert_allclose(g, dense.T @ (weights[:, None] * dense), rtol=1e-13)

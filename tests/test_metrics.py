@@ -24,11 +24,12 @@ def _ref_ndcg_recall(scores, heldout, fold_in, k):
             ndcg.append(0.0)
             recall.append(0.0)
             continue
+        hits = rel[order] * (f[order] <= 0)  # fold-in items are not in the ranking
         disc = 1.0 / np.log2(np.arange(2, len(order) + 2))
-        dcg = (rel[order] * disc).sum()
+        dcg = (hits * disc).sum()
         idcg = (1.0 / np.log2(np.arange(2, min(n_rel, k) + 2))).sum()
         ndcg.append(dcg / idcg)
-        recall.append(rel[order].sum() / min(k, n_rel))
+        recall.append(hits.sum() / min(k, n_rel))
     return np.array(ndcg), np.array(recall)
 
 
@@ -115,3 +116,39 @@ def test_evaluate_compiles_once_across_calls():
     before = metrics._evaluate_chunk._cache_size()
     metrics.evaluate(ease.predict, w + 1, x, y, chunk_size=8)
     assert metrics._evaluate_chunk._cache_size() == before
+
+
+def test_fold_in_items_are_never_hits_and_k_is_checked():
+    # An item both folded in and held out (not in a Liang split, but possible input):
+    # it is out of the ranking even when k reaches past the remaining items.
+    scores = jnp.asarray([0.1, 0.2, 0.3, 0.4])
+    item0 = jnp.asarray([1.0, 0.0, 0.0, 0.0])
+    assert float(metrics.ndcg_at_k(scores, item0, item0, k=10)) == 0.0
+    assert float(metrics.recall_at_k(scores, item0, item0, k=10)) == 0.0
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            metrics.ndcg_at_k(scores, item0, k=bad)
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            metrics.recall_at_k(scores, item0, k=bad)
+
+
+def test_evaluate_ignores_stored_zeros_and_takes_any_sparse_format():
+    rng = np.random.default_rng(5)
+    w = jnp.asarray(rng.normal(size=(30, 30)).astype(np.float32))
+    _, heldout, fold_in = _random_case(rng, n_users=9, n_items=30)
+    heldout[0] = 0.0
+    heldout[0, 3] = 1.0
+    clean = metrics.evaluate(ease.predict, w, sp.csr_matrix(fold_in), sp.csr_matrix(heldout))
+    stored = sp.csr_matrix(heldout)
+    stored.data[stored.indptr[0]] = 0.0  # user 0's one held-out entry, stored as 0
+    folded = sp.csr_matrix(fold_in)
+    folded.data[folded.indptr[2] : folded.indptr[3]] = 0.0  # user 2: no fold-in items
+    out = metrics.evaluate(ease.predict, w, folded.tocsc(), stored.tocoo())
+    assert 0 not in out["index"] and 0 in clean["index"]
+    row2 = list(out["index"]).index(2)
+    assert out["n_fold_in"][row2] == 0 and out["n_heldout"][row2] == heldout[2].sum()
+    fold_in[2] = 0.0
+    heldout[0] = 0.0
+    ref = metrics.evaluate(ease.predict, w, sp.csr_matrix(fold_in), sp.csr_matrix(heldout))
+    for name in ("index", "ndcg@100", "recall@20", "n_fold_in", "n_heldout"):
+        np.testing.assert_array_equal(out[name], ref[name])
