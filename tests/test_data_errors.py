@@ -1,10 +1,11 @@
 """Bad input: one-line errors naming the file (and line), and no cache left behind."""
 
 import os
+import time
 
 import pytest
 
-from arm_jax.data import load_split
+from arm_jax.data import load_split, split_stats
 from arm_jax.errors import ConfigError, DataError
 
 HEADER = "userId,movieId,rating,timestamp\n"
@@ -144,3 +145,48 @@ def test_netflix_cannot_be_downloaded(tmp_path):
     message = _fails(tmp_path, DataError, "cannot be downloaded", dataset="netflix")
     assert "combined_data_1.txt" in message and "training_set/" in message
     _fails(tmp_path, DataError, "no Netflix files", dataset="netflix", data_dir=str(tmp_path))
+
+
+def _load_good(tmp_path, cache):
+    return load_split("ml-20m", data_dir=str(tmp_path), cache_dir=str(cache), n_heldout_users=5)
+
+
+def test_a_damaged_cache_file_is_rebuilt(tmp_path):
+    (tmp_path / "ratings.csv").write_text(HEADER + GOOD)
+    cache = tmp_path / "cache"
+    first = _load_good(tmp_path, cache)
+    (entry,) = (cache / "splits").iterdir()
+    whole = entry.read_bytes()
+    for damage in (b"", b"not a zip file" * 50, whole[: len(whole) // 2], whole[:-9] + b"x" * 9):
+        entry.write_bytes(damage)
+        again = _load_good(tmp_path, cache)
+        assert (
+            again.train != first.train
+        ).nnz == 0 and again.item_ids.tolist() == first.item_ids.tolist()
+        assert entry.read_bytes() == whole  # replaced by a good copy
+    (cache / "checksums.json").write_text("[1]")  # a damaged memo is only a memo
+    assert (_load_good(tmp_path, cache).train != first.train).nnz == 0
+
+
+def test_an_unwritable_cache_is_a_one_line_error(tmp_path):
+    (tmp_path / "ratings.csv").write_text(HEADER + GOOD)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(DataError, match="cannot write the split cache") as info:
+        _load_good(tmp_path, blocker)
+    assert "\n" not in str(info.value) and "--cache_dir" in str(info.value)
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_not_taken_from_the_cache(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text(HEADER + GOOD)
+    cache = tmp_path / "cache"
+    before = os.stat(path)
+    first = _load_good(tmp_path, cache)
+    time.sleep(0.05)  # past the file system's timestamp tick
+    path.write_text(HEADER + GOOD.replace(",5.0,", ",1.0,", 40))  # same size, 40 dislikes
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` would
+    assert os.stat(path).st_size == before.st_size
+    second = _load_good(tmp_path, cache)
+    # 40 rows below the rating threshold, and user 6 left with 2 rows (< min_uc = 5).
+    assert split_stats(second)["nnz_total"] == split_stats(first)["nnz_total"] - 42

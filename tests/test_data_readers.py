@@ -8,6 +8,7 @@ import pytest
 from test_data_liang import assert_same, reference_split
 
 from arm_jax.data import load_given_split, load_split, read_netflix, split_stats
+from arm_jax.errors import DataError
 
 RNG_SEED = 7
 
@@ -186,3 +187,49 @@ def test_parquet_split(tmp_path):
         np.testing.assert_array_equal(getattr(split, name).toarray(), values > 0)
     assert split.item_ids.tolist() == items
     assert split.valid_user_ids[0] == "valid_tr_u0"
+
+
+def test_harmless_formatting_reads_the_same(tmp_path):
+    # A byte-order mark, blank and whitespace-only lines, CRLF: the same split as clean files.
+    rows = _random_rows()
+    ref = reference_split(rows, 3.5, 5, 0, 20)
+    udata = "".join(f"{int(u)}\t{int(i)}\t{int(r)}\t9\n" for u, i, r in rows.values)
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    (folder / "u.data").write_text(udata + "  \n\t\n")
+    assert_same(_load("ml-100k", tmp_path, data_dir=str(folder), n_heldout_users=20), ref)
+
+    _netflix_files(rows, tmp_path / "clean")
+    messy = tmp_path / "messy"
+    messy.mkdir()
+    for n in (1, 2):
+        text = (tmp_path / "clean" / f"combined_data_{n}.txt").read_text()
+        text = text.replace(":\n", ":\n\n", 3).replace("\n", "\r\n") + "\r\n \n"
+        (messy / f"combined_data_{n}.txt").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    ref = reference_split(rows.sort_values("movieId", kind="stable"), 3.5, 5, 0, 25)
+    assert_same(_load("netflix", tmp_path, data_dir=str(messy), n_heldout_users=25), ref)
+
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    (lines / "train.txt").write_bytes(b"\xef\xbb\xbf0 1 2 3 4 5\n1 2 3 4 5 6\n2 1 3 5 7\n")
+    (lines / "test.txt").write_text("0 6\n1 7\n2 8\n")
+    split = _load("lines", tmp_path, data_dir=str(lines), min_uc=1, n_heldout_users=1)
+    users = np.concatenate([split.train_user_ids, split.valid_user_ids, split.test_user_ids])
+    assert sorted(users.tolist()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("huge", ["9223372036854775808", "18446744073709551617"])
+def test_ids_beyond_int64_are_an_error_not_a_merge(tmp_path, huge):
+    # Ids past int64 used to wrap (2^63 → −2^63) or merge (all > 2^64 became one user).
+    rows = "".join(f"{u}\t{i}\t5\t9\n" for u in range(1, 9) for i in range(1, 8))
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    (folder / "u.data").write_text(rows + f"{huge}\t1\t5\t9\n")
+    with pytest.raises(DataError, match=r"u.data:57: expected .*" + huge):
+        _load("ml-100k", tmp_path, data_dir=str(folder))
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    (lines / "train.txt").write_text(f"0 1 2\n{huge} 1 2\n")
+    (lines / "test.txt").write_text("0 3\n")
+    with pytest.raises(DataError, match=r"train.txt:2: expected integer ids"):
+        _load("lines", tmp_path, data_dir=str(lines))

@@ -108,6 +108,7 @@ def read_delimited(
         match = re.search(r"line (\d+)", str(e))
         where = f":{match.group(1)}" if match else ""
         raise DataError(f"{path}{where}: {e}".replace("\n", " ")) from None
+    frame = _drop_whitespace_rows(frame)
     out = []
     for pos, kind in zip(positions, kinds):
         if pos >= frame.shape[1]:
@@ -122,6 +123,11 @@ def read_delimited(
             bad |= numeric.isna().to_numpy()
             if kind == "int":
                 bad |= (numeric.fillna(0) % 1 != 0).to_numpy()
+                # Beyond int64 pandas gives uint64 or float64: it would wrap or merge ids.
+                if numeric.dtype.kind == "u":
+                    bad |= (numeric > np.iinfo(np.int64).max).to_numpy()
+                elif numeric.dtype.kind == "f":
+                    bad |= (numeric.abs() >= 2.0**63).to_numpy()
             values = numeric
         if bad.any():
             _raise_at_row(path, int(np.argmax(bad)), header, expected, data)
@@ -134,6 +140,18 @@ def read_delimited(
             else arr
         )
     return out
+
+
+def _drop_whitespace_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` without the rows of whitespace-only lines (a tab-separated reader keeps
+    them, as a row of a blank string and missing values)."""
+    missing = frame.isna().to_numpy()
+    if not missing.any():
+        return frame
+    suspect = np.flatnonzero(missing.any(axis=1))
+    cells = frame.iloc[suspect]
+    blank = (cells.isna() | cells.astype(str).apply(lambda c: c.str.strip() == "")).all(axis=1)
+    return frame.drop(index=frame.index[suspect[blank.to_numpy()]])
 
 
 def _positions(path, cols, header, split, data) -> list[int]:

@@ -8,12 +8,14 @@ edited file or a changed option makes a new entry. Every write is atomic
 import hashlib
 import json
 import os
+import zipfile
 
 import numpy as np
 import scipy.sparse as sp
 
 from arm_jax import io as aio
 from arm_jax.data.split import MATRICES, Split
+from arm_jax.errors import DataError
 
 # Bump when the split or the cache layout changes, to invalidate old entries.
 CACHE_VERSION = 1
@@ -38,17 +40,28 @@ def sha256_file(path: str) -> str:
 
 
 def file_checksum(path: str, cache_dir: str) -> str:
-    """SHA-256 of `path`, remembered per (path, size, mtime) to skip re-reading big files."""
+    """SHA-256 of `path`, remembered per (path, inode, size, mtime, ctime) to skip
+    re-reading big files. The change time is in the key because a copy that keeps the
+    old mtime (`cp -p`, `rsync -a`, `os.utime`) still changes it."""
     stat = os.stat(path)
     memo_path = os.path.join(cache_dir, "checksums.json")
-    key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = "|".join(
+        str(v)
+        for v in (os.path.abspath(path), stat.st_ino, stat.st_size)
+        + (stat.st_mtime_ns, stat.st_ctime_ns)
+    )
     try:
         memo = aio.read_json(memo_path)
     except (OSError, ValueError):
         memo = {}
+    if not isinstance(memo, dict):
+        memo = {}
     if key not in memo:
         memo[key] = sha256_file(path)
-        aio.write_json(memo_path, memo)
+        try:  # a memo only: a cache that cannot take it is still read
+            aio.write_json(memo_path, memo)
+        except OSError:
+            pass
     return memo[key]
 
 
@@ -69,7 +82,11 @@ def split_path(cache_dir: str, dataset: str, key: str) -> str:
 
 
 def save_split(path: str, split: Split) -> None:
-    """Writes `split` to `path` atomically."""
+    """Writes `split` to `path` atomically.
+
+    Raises:
+      DataError: the cache folder cannot be written (read-only, or a file in the way).
+    """
     arrays = {}
     for name in MATRICES:
         m = getattr(split, name)
@@ -84,11 +101,28 @@ def save_split(path: str, split: Split) -> None:
     arrays["dataset"] = np.asarray(split.dataset)
     if split.group_names is not None:
         arrays["group_names"] = np.asarray(split.group_names, dtype=str)
-    aio.savez(path, **arrays)
+    try:
+        aio.savez(path, **arrays)
+    except OSError as e:
+        raise DataError(
+            f"cannot write the split cache {path} ({e.strerror or e}); give a writable "
+            "--cache_dir (or $ARM_JAX_CACHE), or --no_cache"
+        ) from None
 
 
 def load_split_file(path: str) -> Split:
-    """Reads a split written by `save_split`."""
+    """Reads a split written by `save_split`.
+
+    Raises:
+      DataError: the file is damaged (truncated, overwritten, missing an array).
+    """
+    try:
+        return _load_split_file(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: damaged cache file ({type(e).__name__}: {e})") from None
+
+
+def _load_split_file(path: str) -> Split:
     with np.load(path, allow_pickle=False) as z:
         fields = {}
         for name in MATRICES:

@@ -221,7 +221,10 @@ def load_split(
         key = cache.split_key(dataset, files, key_options, cache_dir)
         path = cache.split_path(cache_dir, dataset, key)
         if os.path.isfile(path):
-            return cache.load_split_file(path)
+            try:
+                return cache.load_split_file(path)
+            except DataError:
+                pass  # damaged: rebuilt below and replaced atomically
     if dataset == "parquet_split":
         split = read_parquet_split(files, dataset)
     else:

@@ -40,13 +40,17 @@ class Interactions:
     source: str = ""
 
 
-def _ids(uniques) -> np.ndarray:
+def _ids(uniques, source: str = "") -> np.ndarray:
     """Raw ids as a NumPy array that `np.savez` stores without pickling."""
     arr = np.asarray(uniques)
     if arr.dtype == object:
         if all(isinstance(v, str) for v in arr):
             return arr.astype(str)
-        raise DataError(f"ids mix strings and numbers: {arr[:3].tolist()}")
+        kinds = sorted({type(v).__name__ for v in arr})
+        raise DataError(
+            f"{source}: ids of several kinds ({', '.join(kinds)}), e.g. {arr[:3].tolist()}; "
+            "expected all strings or all integers (an integer beyond int64 reads as text)"
+        )
     return arr
 
 
@@ -59,8 +63,8 @@ def from_arrays(users, items, ratings=None, *, source: str = "") -> Interactions
         user=user.astype(np.int64),
         item=item.astype(np.int64),
         rating=rating,
-        user_ids=_ids(user_ids),
-        item_ids=_ids(item_ids),
+        user_ids=_ids(user_ids, source),
+        item_ids=_ids(item_ids, source),
         source=source,
     )
 
@@ -188,8 +192,14 @@ def _netflix_check(state: dict) -> Callable[[str], None]:
     return check
 
 
+_BLANK_LINES = re.compile(rb"^[ \t\r]*(?:\n|\Z)", re.M)
+
+
 def _parse_netflix(path: str, data: bytes) -> tuple[np.ndarray, ...]:
     """(movie, user, rating) per rating row of one Netflix file's bytes."""
+    # A byte-order mark and blank lines carry nothing (messages re-read the file, so
+    # their line numbers are the file's own).
+    data = _BLANK_LINES.sub(b"", data.removeprefix(b"\xef\xbb\xbf"))
     heads = list(_MOVIE_LINE.finditer(data))
     if not heads or data[: heads[0].start()].strip():
         scan_lines(path, _netflix_check({}))
@@ -215,6 +225,7 @@ def _parse_netflix(path: str, data: bytes) -> tuple[np.ndarray, ...]:
             users, ratings = np.zeros(0, np.int64), np.zeros(0)
         if (
             users.dtype.kind not in "iu"
+            or (users.dtype.kind == "u" and len(users) and users.max() > np.iinfo(np.int64).max)
             or len(users) != sum(counts)
             or np.isnan(ratings.astype(np.float64)).any()
         ):
@@ -253,14 +264,14 @@ def read_lines(path: str) -> Interactions:
     """One line per user, `user item item ...` (NGCF / LightGCN / KGAT `train.txt`)."""
     check_file(path, "a 'user item item ...' line file")
     users, items = [], []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for number, line in enumerate(f, start=1):
             tokens = line.split()
             if not tokens:
                 continue
             try:
                 ids = np.array(tokens, dtype=np.int64)
-            except ValueError:
+            except (ValueError, OverflowError):  # OverflowError: beyond int64
                 text = line.strip()[:80]
                 raise DataError(
                     f"{path}:{number}: expected integer ids 'user item item ...'; got {text!r}"
