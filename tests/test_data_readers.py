@@ -112,6 +112,14 @@ def test_msd_triplets(tmp_path):
     split = _load("msd", tmp_path, data_dir=str(tmp_path), min_uc=8, min_sc=20, n_heldout_users=15)
     assert_same(split, reference_split(frame, None, 8, 20, 15))
     assert split.train_user_ids.dtype.kind == "U"
+    with open(path, "a") as f:  # whitespace-only lines carry nothing
+        f.write("  \n\t\n")
+    split = _load("msd", tmp_path, data_dir=str(tmp_path), min_uc=8, min_sc=20, n_heldout_users=15)
+    assert_same(split, reference_split(frame, None, 8, 20, 15))
+    with open(path, "a") as f:  # a short line is still an error at its line
+        f.write("user-without-song\n")
+    with pytest.raises(DataError, match=rf"train_triplets.txt:{len(frame) + 3}: expected"):
+        _load("msd", tmp_path, data_dir=str(tmp_path), min_uc=8, min_sc=20, n_heldout_users=15)
 
 
 @pytest.mark.parametrize("form", ["csv_names", "csv_bom", "tsv_positions", "parquet", "space"])

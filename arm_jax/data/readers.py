@@ -125,6 +125,11 @@ def read_movielens_100k(path: str) -> Interactions:
 
 
 # ------------------------------------------------------------------------------ MSD
+def _skip_whitespace_rows(row) -> str:
+    """pyarrow's handler of a row with too few fields: skip whitespace-only lines."""
+    return "skip" if not (row.text or "").strip() else "error"
+
+
 def read_msd_triplets(path: str) -> Interactions:
     """MSD taste profile `train_triplets.txt`: `user<TAB>song<TAB>play_count`."""
     import pyarrow as pa
@@ -137,7 +142,9 @@ def read_msd_triplets(path: str) -> Interactions:
         table = pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(column_names=["user", "song", "count"]),
-            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+            parse_options=pacsv.ParseOptions(
+                delimiter="\t", quote_char=False, invalid_row_handler=_skip_whitespace_rows
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types={"user": pa.string(), "song": pa.string(), "count": pa.float64()}
             ),
