@@ -190,3 +190,21 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_not_taken_from_the_cache(tmp_pat
     second = _load_good(tmp_path, cache)
     # 40 rows below the rating threshold, and user 6 left with 2 rows (< min_uc = 5).
     assert split_stats(second)["nnz_total"] == split_stats(first)["nnz_total"] - 42
+
+
+def test_a_header_read_as_data_is_refused(tmp_path):
+    rows = "".join(f"{u},{i}\n" for u in range(1, 31) for i in range(1, 8))
+    path = tmp_path / "clicks.csv"
+    path.write_text("user_id,item_id\n" + rows)
+    message = _fails(
+        tmp_path, DataError, "looks like a header", dataset="interactions",
+        data_path=str(path), header=False, n_heldout_users=3,
+    )  # fmt: skip
+    assert f"{path}:1:" in message and "--no_header" in message
+    # Words on every line are ids, not a header.
+    path.write_text("".join(f"u{u},i{i}\n" for u in range(1, 31) for i in range(1, 8)))
+    split = load_split(
+        "interactions", data_path=str(path), header=False, n_heldout_users=3,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert split_stats(split)["nnz_total"] == 210

@@ -354,4 +354,23 @@ def read_interactions(
         arrays = read_delimited(
             path, sep=sep, header=header, cols=cols, kinds=kinds, expected=expected
         )
+        if not header:
+            _refuse_header_row(path, arrays[:2])
     return from_arrays(*arrays, source=path)
+
+
+def _refuse_header_row(path: str, ids: list[np.ndarray]) -> None:
+    """Raises if line 1 holds words where every other line holds numbers: a header read
+    as data (`--no_header` on a file that has one) would make a fake user and item."""
+
+    def numeric(values) -> bool:
+        return bool(pd.to_numeric(pd.Series(values), errors="coerce").notna().all())
+
+    first = [a[0] for a in ids if len(a) > 1]
+    if len(first) < len(ids) or any(numeric([v]) for v in first):
+        return
+    if all(numeric(a[1:1001]) and numeric(a[1:]) for a in ids):
+        raise DataError(
+            f"{path}:1: {[str(v) for v in first]} looks like a header, but --no_header "
+            "(header=False) reads it as a user and an item; drop --no_header"
+        )
