@@ -241,3 +241,11 @@ def test_ids_beyond_int64_are_an_error_not_a_merge(tmp_path, huge):
     (lines / "test.txt").write_text("0 3\n")
     with pytest.raises(DataError, match=r"train.txt:2: expected integer ids"):
         _load("lines", tmp_path, data_dir=str(lines))
+    # Interactions ids are labels: two ids past int64 stay two users.
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text(
+        "u,i\n" + rows.replace("\t5\t9", "").replace("\t", ",") + f"{huge},1\n{huge}0,2\n"
+    )
+    split = _load("interactions", tmp_path, data_path=str(clicks), min_uc=1, n_heldout_users=1)
+    users = np.concatenate([split.train_user_ids, split.valid_user_ids, split.test_user_ids])
+    assert len(set(users.tolist())) == 10 and huge in {str(u) for u in users}

@@ -44,12 +44,13 @@ def _ids(uniques, source: str = "") -> np.ndarray:
     """Raw ids as a NumPy array that `np.savez` stores without pickling."""
     arr = np.asarray(uniques)
     if arr.dtype == object:
-        if all(isinstance(v, str) for v in arr):
+        # All strings, or integers beyond 64 bits (kept as their digits: still distinct).
+        if all(isinstance(v, (str, int)) for v in arr) and len({type(v) for v in arr}) == 1:
             return arr.astype(str)
         kinds = sorted({type(v).__name__ for v in arr})
         raise DataError(
             f"{source}: ids of several kinds ({', '.join(kinds)}), e.g. {arr[:3].tolist()}; "
-            "expected all strings or all integers (an integer beyond int64 reads as text)"
+            "expected all strings or all integers"
         )
     return arr
 
