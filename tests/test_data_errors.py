@@ -70,6 +70,8 @@ def test_unparsable_line_names_file_and_line(tmp_path, dataset, name, text, line
         (tmp_path / "test.txt").write_text("0 3\n")
     message = _fails(tmp_path, DataError, "", dataset=dataset, data_dir=str(tmp_path))
     assert f"{tmp_path / name}:{line}:" in message, message
+    if dataset == "ml-1m":  # the line as written, not as parsed
+        assert "'1::x::4::0'" in message, message
 
 
 def test_interactions_bad_columns_and_rows(tmp_path):

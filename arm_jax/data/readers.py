@@ -99,15 +99,18 @@ def read_movielens_dat(path: str) -> Interactions:
     check_file(path, "MovieLens ratings.dat")
     with open(path, "rb") as f:
         data = f.read().replace(b"::", b"\t")
-    users, items, ratings = read_delimited(
-        path,
-        sep="\t",
-        header=False,
-        cols=[0, 1, 2],
-        kinds=["int", "int", "float"],
-        expected="UserID::MovieID::Rating::Timestamp",
-        data=data,
-    )
+    try:
+        users, items, ratings = read_delimited(
+            path,
+            sep="\t",
+            header=False,
+            cols=[0, 1, 2],
+            kinds=["int", "int", "float"],
+            expected="UserID::MovieID::Rating::Timestamp",
+            data=data,
+        )
+    except DataError as e:  # quote the line as the file has it, '::' not a tab
+        raise DataError(str(e).replace("\\t", "::")) from None
     return from_arrays(users, items, ratings, source=path)
 
 
