@@ -94,38 +94,35 @@ def read_movielens_csv(path: str) -> Interactions:
     return from_arrays(users, items, ratings, source=path)
 
 
+def _movielens_tab_rows(path: str, expected: str, data: bytes | None = None) -> Interactions:
+    """User, item and rating of a headerless tab-separated MovieLens file (or its bytes)."""
+    columns = read_delimited(
+        path,
+        sep="\t",
+        header=False,
+        cols=[0, 1, 2],
+        kinds=["int", "int", "float"],
+        expected=expected,
+        data=data,
+    )
+    return from_arrays(*columns, source=path)
+
+
 def read_movielens_dat(path: str) -> Interactions:
     """ML-1M / ML-10M `ratings.dat`: `UserID::MovieID::Rating::Timestamp`, no header."""
     check_file(path, "MovieLens ratings.dat")
     with open(path, "rb") as f:
         data = f.read().replace(b"::", b"\t")
     try:
-        users, items, ratings = read_delimited(
-            path,
-            sep="\t",
-            header=False,
-            cols=[0, 1, 2],
-            kinds=["int", "int", "float"],
-            expected="UserID::MovieID::Rating::Timestamp",
-            data=data,
-        )
+        return _movielens_tab_rows(path, "UserID::MovieID::Rating::Timestamp", data)
     except DataError as e:  # quote the line as the file has it, '::' not a tab
         raise DataError(str(e).replace("\\t", "::")) from None
-    return from_arrays(users, items, ratings, source=path)
 
 
 def read_movielens_100k(path: str) -> Interactions:
     """ML-100K `u.data`: tab-separated `user item rating timestamp`, no header."""
     check_file(path, "MovieLens 100K u.data")
-    users, items, ratings = read_delimited(
-        path,
-        sep="\t",
-        header=False,
-        cols=[0, 1, 2],
-        kinds=["int", "int", "float"],
-        expected="user<TAB>item<TAB>rating<TAB>timestamp",
-    )
-    return from_arrays(users, items, ratings, source=path)
+    return _movielens_tab_rows(path, "user<TAB>item<TAB>rating<TAB>timestamp")
 
 
 # ------------------------------------------------------------------------------ MSD
