@@ -98,10 +98,11 @@ def gram_matrix(
     """
     dtype = _check_dtype(dtype)
     x = interactions(x)
+    binary = bool(np.all(x.data == 1))
     if method == "auto":
         if jax.default_backend() == "cpu":
             method = "sparse"
-        elif weights is None and np.all(x.data == 1) and _max_items(x) ** 2 < 2**31:
+        elif weights is None and binary and _max_items(x) ** 2 < 2**31:
             method = "pairs"
         else:
             method = "device"
@@ -110,9 +111,9 @@ def gram_matrix(
         g = (xt @ x).astype(np.float64 if weights is not None else np.float32)
         return jnp.asarray(g.toarray(), dtype=dtype)
     if method == "device":
-        return _gram_on_device(x, weights, dtype=dtype, chunk_size=chunk_size)
+        return _gram_on_device(x, weights, binary, dtype=dtype, chunk_size=chunk_size)
     if method == "pairs":
-        return _gram_from_pairs(x, weights, dtype=dtype, pairs_per_chunk=pairs_per_chunk)
+        return _gram_from_pairs(x, weights, binary, dtype=dtype, pairs_per_chunk=pairs_per_chunk)
     raise ConfigError(f"gram method must be auto, sparse, device or pairs, got {method!r}")
 
 
@@ -145,12 +146,12 @@ def chunk_layout(x: sp.csr_matrix, weights, *, chunk_size: int, dtype=np.float32
     return rows, cols, vals
 
 
-def _gram_on_device(x: sp.csr_matrix, weights, *, dtype, chunk_size: int) -> jax.Array:
+def _gram_on_device(x: sp.csr_matrix, weights, binary: bool, *, dtype, chunk_size: int):
     """Chunked XᵀDX on the device from CSR index arrays (only indices cross to the device)."""
     m, n = x.shape
     chunk_size = max(1, min(chunk_size, m))
     rows, cols, vals = chunk_layout(x, weights, chunk_size=chunk_size, dtype=np.dtype(dtype))
-    exact = weights is None and dtype == jnp.float32 and bool(np.all(x.data == 1))
+    exact = weights is None and dtype == jnp.float32 and binary
     n_blocks = 4 if n >= 4096 else 1
     return _scan_gram(
         jnp.asarray(rows),
@@ -230,13 +231,12 @@ def pair_layout(x: sp.csr_matrix, *, pairs_per_chunk: int):
     return offsets.astype(np.int32), users.astype(np.int32)
 
 
-def _gram_from_pairs(x: sp.csr_matrix, weights, *, dtype, pairs_per_chunk: int) -> jax.Array:
+def _gram_from_pairs(x: sp.csr_matrix, weights, binary: bool, *, dtype, pairs_per_chunk: int):
     if x.nnz == 0:
         return jnp.zeros((x.shape[1], x.shape[1]), dtype)
     offsets, users = pair_layout(x, pairs_per_chunk=pairs_per_chunk)
     w = np.ones(x.shape[0]) if weights is None else np.asarray(weights)
-    binary = bool(np.all(x.data == 1))  # then each pair adds w_u, with no value reads
-    return _scan_pairs(
+    return _scan_pairs(  # 0/1 X: each pair adds w_u, with no value reads
         jnp.asarray(x.indptr, jnp.int32),
         jnp.asarray(x.indices, jnp.int32),
         None if binary else jnp.asarray(x.data, dtype),

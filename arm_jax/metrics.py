@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from arm_jax.ease import interactions
+
 
 def _discounts(k: int) -> jax.Array:
     return 1.0 / jnp.log2(jnp.arange(2, k + 2, dtype=jnp.float32))
@@ -141,10 +143,10 @@ def evaluate(
       `sq_loss`, `n_fold_in`, `n_heldout`) plus `index`, the row of each evaluated user
       in the input. Users with nothing held out are excluded.
     """
-    fold_in, heldout = sp.csr_matrix(fold_in), sp.csr_matrix(heldout)
+    fold_in, heldout = interactions(fold_in), interactions(heldout)
     if heldout.shape != fold_in.shape:
         raise ValueError(f"fold_in {fold_in.shape} and heldout {heldout.shape} differ")
-    n_heldout = np.asarray((heldout > 0).sum(axis=1)).ravel()
+    n_heldout = np.diff(heldout.indptr)
     index = np.flatnonzero(n_heldout > 0)
     dtype = jax.dtypes.canonicalize_dtype(jnp.float32)
     chunks = []
@@ -160,7 +162,7 @@ def evaluate(
         name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0, np.float32)
         for name in names
     }
-    result["n_fold_in"] = np.asarray((fold_in > 0).sum(axis=1)).ravel()[index]
+    result["n_fold_in"] = np.diff(fold_in.indptr)[index]
     result["n_heldout"] = n_heldout[index]
     result["index"] = index
     return result

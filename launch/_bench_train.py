@@ -59,21 +59,22 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
         nnz = int(np.diff(x.indptr)[users].sum())
         return make_batch(x, users, max(cap, nnz))
 
-    def run(step, state, count):  # -> (state, last metrics, seconds a step)
-        start = time.perf_counter()
-        for i in range(count):
-            state, out = step(state, batch(), jax.random.PRNGKey(i))
-        jax.block_until_ready((state, out))
-        return state, out, (time.perf_counter() - start) / max(count, 1)
+    carry = [state]  # the donated state, threaded through the calls
 
-    state, _, compile_s = run(step, state, 1)
-    state, out, per_step = run(step, state, steps)
-    loss = float(out["data_loss"])
+    def stepping(step):
+        def call(i):
+            carry[0], metrics = step(carry[0], batch(), jax.random.PRNGKey(i))
+            return carry[0], metrics
+
+        return call
+
+    compile_s, per_step, (_, metrics) = _timed(stepping(step), steps)
+    loss = float(metrics["data_loss"])
     # The same steps with the adversary held (descent only): the rest is the ascent.
     learner_step = gda.make_step(spec, config, warmup_steps=2**30)
-    state, _, _ = run(learner_step, state, 1)
-    state, _, learner_s = run(learner_step, state, steps)
+    _, learner_s, _ = _timed(stepping(learner_step), steps)
     del state
+    carry.clear()
     return {
         "init_s": init_s,
         "first_step_s": compile_s,
@@ -86,15 +87,17 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
     }
 
 
-def _seconds(call, count: int) -> float:
-    """Seconds a call of `call(i)` after a compiling one (asynchronous dispatch: one
-    wait at the end)."""
-    jax.block_until_ready(call(0))
+def _timed(call, count: int):
+    """(seconds of `call(0)`, which compiles; seconds a call of the next `count`; the
+    last output). Dispatch is asynchronous: one wait after each phase."""
     start = time.perf_counter()
-    for i in range(count):
+    out = jax.block_until_ready(call(0))
+    first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(1, count + 1):
         out = call(i)
     jax.block_until_ready(out)
-    return (time.perf_counter() - start) / max(count, 1)
+    return first_s, (time.perf_counter() - start) / max(count, 1), out
 
 
 def time_parts(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int) -> dict:
@@ -121,10 +124,10 @@ def time_parts(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int) -
         return batch_product(w, batch, xd, product=product, zero_diagonal=True)
 
     W = state.params["W"]
-    out = {"forward_s": _seconds(lambda i: forward(W, batches[i % 4]), steps)}
+    out = {"forward_s": _timed(lambda i: forward(W, batches[i % 4]), steps)[1]}
     scores = [forward(W, b) for b in batches]
     rank = jax.jit(adversarial.rank_loss_sparse)
-    out["rank_loss_s"] = _seconds(lambda i: rank(scores[i % 4], batches[i % 4]), steps)
+    out["rank_loss_s"] = _timed(lambda i: rank(scores[i % 4], batches[i % 4]), steps)[1]
     scores.clear()  # free them before the Adam timing
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -139,7 +142,7 @@ def time_parts(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int) -
         carry[:] = adam(*carry, grads)
         return carry
 
-    out["adam_s"] = _seconds(adam_call, steps)
+    out["adam_s"] = _timed(adam_call, steps)[1]
     return out
 
 

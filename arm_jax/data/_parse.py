@@ -16,7 +16,7 @@ import pandas as pd
 from arm_jax.errors import DataError
 
 # A byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
-_ENCODING = "utf-8-sig"
+ENCODING = "utf-8-sig"
 
 
 def check_file(path: str, what: str) -> None:
@@ -27,8 +27,8 @@ def check_file(path: str, what: str) -> None:
 
 def scan_lines(path: str, check: Callable[[str], None], *, skip: int = 0, data=None):
     """Raises DataError at the first non-blank line (after `skip`) that `check` rejects."""
-    stream = io.TextIOWrapper(io.BytesIO(data), _ENCODING) if data is not None else None
-    with stream or open(path, encoding=_ENCODING, errors="replace") as f:
+    stream = io.TextIOWrapper(io.BytesIO(data), ENCODING) if data is not None else None
+    with stream or open(path, encoding=ENCODING, errors="replace") as f:
         for number, line in enumerate(f, start=1):
             if number <= skip or not line.strip():
                 continue
@@ -97,7 +97,7 @@ def read_delimited(
             header=0 if header else None,
             engine="c",
             skip_blank_lines=True,
-            encoding=_ENCODING,
+            encoding=ENCODING,
         )
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty (expected {expected})") from None
@@ -123,11 +123,7 @@ def read_delimited(
             bad |= numeric.isna().to_numpy()
             if kind == "int":
                 bad |= (numeric.fillna(0) % 1 != 0).to_numpy()
-                # Beyond int64 pandas gives uint64 or float64: it would wrap or merge ids.
-                if numeric.dtype.kind == "u":
-                    bad |= (numeric > np.iinfo(np.int64).max).to_numpy()
-                elif numeric.dtype.kind == "f":
-                    bad |= (numeric.abs() >= 2.0**63).to_numpy()
+                bad |= beyond_int64(numeric.to_numpy())
             values = numeric
         if bad.any():
             _raise_at_row(path, int(np.argmax(bad)), header, expected, data)
@@ -140,6 +136,16 @@ def read_delimited(
             else arr
         )
     return out
+
+
+def beyond_int64(values: np.ndarray) -> np.ndarray:
+    """Where integers as pandas parses them (uint64 or float64 past int64) fall outside
+    int64: cast, they would wrap or merge ids."""
+    if values.dtype.kind == "u":
+        return values > np.iinfo(np.int64).max
+    if values.dtype.kind == "f":
+        return np.abs(values) >= 2.0**63
+    return np.zeros(values.shape, bool)
 
 
 def _drop_whitespace_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -158,8 +164,8 @@ def _positions(path, cols, header, split, data) -> list[int]:
     """0-based positions of `cols` (names are looked up in the header line)."""
     if all(isinstance(c, int) for c in cols):
         return list(cols)
-    stream = io.TextIOWrapper(io.BytesIO(data), _ENCODING) if data is not None else None
-    with stream or open(path, encoding=_ENCODING, errors="replace") as f:
+    stream = io.TextIOWrapper(io.BytesIO(data), ENCODING) if data is not None else None
+    with stream or open(path, encoding=ENCODING, errors="replace") as f:
         names = [n.strip() for n in split(f.readline().rstrip("\r\n"))]
     missing = [c for c in cols if isinstance(c, str) and c not in names]
     if missing:
@@ -170,8 +176,8 @@ def _positions(path, cols, header, split, data) -> list[int]:
 def _raise_at_row(path: str, row: int, header: bool, expected: str, data=None) -> None:
     """Raises DataError at the line holding data row `row` (blank lines skipped)."""
     seen = -1
-    stream = io.TextIOWrapper(io.BytesIO(data), _ENCODING) if data is not None else None
-    with stream or open(path, encoding=_ENCODING, errors="replace") as f:
+    stream = io.TextIOWrapper(io.BytesIO(data), ENCODING) if data is not None else None
+    with stream or open(path, encoding=ENCODING, errors="replace") as f:
         for number, line in enumerate(f, start=1):
             if (header and number == 1) or not line.strip():
                 continue

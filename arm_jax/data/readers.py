@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from arm_jax.data._parse import check_file, fields_checker, read_delimited, scan_lines
+from arm_jax.data._parse import (
+    ENCODING,
+    beyond_int64,
+    check_file,
+    fields_checker,
+    read_delimited,
+    scan_lines,
+)
 from arm_jax.errors import ConfigError, DataError
 
 
@@ -233,7 +240,7 @@ def _parse_netflix(path: str, data: bytes) -> tuple[np.ndarray, ...]:
             users, ratings = np.zeros(0, np.int64), np.zeros(0)
         if (
             users.dtype.kind not in "iu"
-            or (users.dtype.kind == "u" and len(users) and users.max() > np.iinfo(np.int64).max)
+            or beyond_int64(users).any()
             or len(users) != sum(counts)
             or np.isnan(ratings.astype(np.float64)).any()
         ):
@@ -272,7 +279,7 @@ def read_lines(path: str) -> Interactions:
     """One line per user, `user item item ...` (NGCF / LightGCN / KGAT `train.txt`)."""
     check_file(path, "a 'user item item ...' line file")
     users, items = [], []
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
+    with open(path, encoding=ENCODING, errors="replace") as f:
         for number, line in enumerate(f, start=1):
             tokens = line.split()
             if not tokens:

@@ -99,11 +99,15 @@ def filter_rows(inter: Interactions, options: SplitOptions) -> tuple[np.ndarray,
         keep = np.bincount(user, minlength=len(inter.user_ids))[user] >= options.min_uc
         user, item = user[keep], item[keep]
     if user.size == 0:
-        filters = [f"users with >= {options.min_uc} rows"] if options.min_uc > 0 else []
-        if options.min_sc > 0:
-            filters.insert(0, f"items with >= {options.min_sc} rows")
-        if options.rating_threshold is not None:
-            filters.insert(0, f"rating > {options.rating_threshold}")
+        filters = [
+            text
+            for text, active in (
+                (f"rating > {options.rating_threshold}", options.rating_threshold is not None),
+                (f"items with >= {options.min_sc} rows", options.min_sc > 0),
+                (f"users with >= {options.min_uc} rows", options.min_uc > 0),
+            )
+            if active
+        ]
         kept = f"after filtering (kept {', '.join(filters)})" if filters else "(no rows)"
         raise DataError(f"{inter.source}: no interactions left {kept}")
     return user, item
