@@ -87,9 +87,7 @@ def _reference(name, W, adversary, batches, *, C, B, warmup_steps):
         w = sig / sig.sum()
         g_s = (1 - sig) * w * (loss - np.sum(w * loss))  # ∂ Σ_u w_u loss_u / ∂ s_v
         ascent = back(g_s)
-        adversary = {
-            k: adv_opts[k].descend(v, -(ascent[k] - B * v)) for k, v in adversary.items()
-        }
+        adversary = {k: adv_opts[k].descend(v, -(ascent[k] - B * v)) for k, v in adversary.items()}
     return W, adversary
 
 
