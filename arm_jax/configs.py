@@ -119,6 +119,8 @@ _PAPER = {
         "ease_ipw": dict(C=0.0002, beta=0.4),
         "arm": dict(C=0.0002, B=500.0, learning_rate=1e-4, batch_size=8192),
         "rlarm": dict(C=0.0002, B=500.0, learning_rate=1e-4, batch_size=8192),
+        # The specification's values; the authors' README at commit 9af3ded lists C=0.005,
+        # dim=6 for this row (see README, "Models and hyperparameters").
         "rlarm_nn": dict(C=0.0005, B=500.0, learning_rate=1e-4, hidden_dim=9, batch_size=8192),
     },
 }
