@@ -1,13 +1,14 @@
 """Every raw reader on files written here in its published format, through `load_split`."""
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from test_data_liang import assert_same, reference_split
 
-from arm_jax.data import load_given_split, load_split, read_netflix, split_stats
+from arm_jax.data import _parse, load_given_split, load_split, read_netflix, readers, split_stats
 from arm_jax.errors import DataError
 
 RNG_SEED = 7
@@ -249,3 +250,43 @@ def test_ids_beyond_int64_are_an_error_not_a_merge(tmp_path, huge):
     split = _load("interactions", tmp_path, data_path=str(clicks), min_uc=1, n_heldout_users=1)
     users = np.concatenate([split.train_user_ids, split.valid_user_ids, split.test_user_ids])
     assert len(set(users.tolist())) == 10 and huge in {str(u) for u in users}
+
+
+@pytest.mark.parametrize(
+    "form, text, header",
+    [
+        ("leading zeros", "u,i\n01,1\n1,2\n001,3\n1 ,4\n", True),
+        ("plus sign", "u,i\n+1,1\n1,2\n001,3\n1,4\n", True),
+        ("quoted", 'u,i\n"01",1\n1,2\n001,3\n1,4\n', True),
+        ("decimal point", "u,i\n1.0,1\n1,2\n1.00,3\n1,4\n", True),
+        ("byte-order mark, no header", "\ufeff01,1\n1,2\n001,3\n1,4\n", False),
+    ],
+)
+def test_interactions_ids_are_their_text(tmp_path, form, text, header):
+    # "01" and "1" read as numbers were one user, and "01" lost its zero; a trailing
+    # blank still does not make another id.
+    first = text.lstrip("\ufeff").splitlines()[int(header)].split(",")[0].strip('"')
+    for name, sep in (("clicks.csv", ","), ("clicks.tsv", "\t")):
+        path = tmp_path / name
+        path.write_text(text.replace(",", sep), encoding="utf-8")
+        got = readers.read_interactions(str(path), header=header)
+        assert len(got.user_ids) == 3 and first in got.user_ids.tolist(), (name, got.user_ids)
+        assert got.user.tolist() == [0, 1, 2, 1]
+
+
+def test_interactions_plain_numbers_keep_the_numeric_read(tmp_path):
+    path = tmp_path / "clicks.csv"
+    path.write_text("u,i,when\n10,7,2015-01-03 09:00\n2,70,2015-01-04 10:00\n10,0,x\n")
+    got = readers.read_interactions(str(path))
+    assert got.user_ids.dtype.kind == "i" and got.user_ids.tolist() == [10, 2]
+    assert got.item_ids.tolist() == [7, 70, 0]
+
+
+def test_the_leading_zero_scan_matches_a_regex_across_chunks(monkeypatch):
+    monkeypatch.setattr(_parse, "_SCAN_BYTES", 7)  # many chunk boundaries
+    rng = np.random.default_rng(3)
+    alphabet = np.frombuffer(b'0123456789+,\n" ab', np.uint8)
+    for _ in range(300):
+        text = bytes(rng.choice(alphabet, rng.integers(0, 40)))
+        expected = re.search(rb'(?:^|[\n",])(?:\+|0[0-9])', text) is not None
+        assert _parse._numeric_text_differs("x.csv", text, ",") == expected, text
