@@ -18,7 +18,7 @@ from arm_jax.data.split import MATRICES, Split
 from arm_jax.errors import DataError
 
 # Bump when the split or the cache layout changes, to invalidate old entries.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: interactions ids are their text ("01" ≠ "1")
 _CHUNK = 1 << 22
 
 
