@@ -41,13 +41,16 @@ def settings_label(model: str, hyperparameters: dict) -> str:
     return f"{label} ({', '.join(parts)})" if parts else label
 
 
-def loss_by_fold_in_figure(table: pd.DataFrame, *, title: str) -> Figure:
+def loss_by_fold_in_figure(table: pd.DataFrame, *, title: str, split: str = "test") -> Figure:
     """Figure 1: mean per-user squared loss (left) and NDCG@100 (right) of EASE per bucket.
 
     Args:
       table: `analysis.loss_by_fold_in` output.
       title: figure title (dataset and EASE settings).
+      split: whose users ("test" or "valid"), for the axis label.
     """
+    named = {4: "quartile", 5: "quintile", 10: "decile"}
+    bucket = named.get(len(table), f"1/{len(table)} bucket")
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     x = np.arange(len(table))
@@ -69,7 +72,7 @@ def loss_by_fold_in_figure(table: pd.DataFrame, *, title: str) -> Figure:
             label="EASE (± s.e.)",
         )
         ax.set_xticks(x, ticks, fontsize=7)
-        ax.set_xlabel("decile of test users by # fold-in items [range of # fold-in items]")
+        ax.set_xlabel(f"{bucket} of {split} users by # fold-in items [range of # fold-in items]")
         ax.set_ylabel(ylabel)
         ax.legend(loc="upper left")
         ax.grid(axis="y", alpha=0.3)
@@ -77,7 +80,9 @@ def loss_by_fold_in_figure(table: pd.DataFrame, *, title: str) -> Figure:
     return fig
 
 
-def worst_users_figure(table: pd.DataFrame, *, title: str, alpha: float = 0.05) -> Figure:
+def worst_users_figure(
+    table: pd.DataFrame, *, title: str, alpha: float = 0.05, split: str = "test"
+) -> Figure:
     """Figure 2: % NDCG@100 improvement over EASE on EASE's bottom-q% users.
 
     A `*` above a bar marks a paired t-test against EASE significant at `alpha`, a `†`
@@ -87,6 +92,7 @@ def worst_users_figure(table: pd.DataFrame, *, title: str, alpha: float = 0.05) 
       table: `analysis.worst_users_improvement` output.
       title: figure title (dataset and model settings).
       alpha: the significance level the table used (for the legend).
+      split: whose users ("test" or "valid"), for the axis label.
     """
     fig = Figure(figsize=(11, 4.8), layout="constrained")
     ax = fig.add_subplot()
@@ -108,7 +114,7 @@ def worst_users_figure(table: pd.DataFrame, *, title: str, alpha: float = 0.05) 
                 ax.text(p, np.nan_to_num(h), mark, ha="center", va=va, fontsize=8)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(x, [f"{p}%" for p in percents])
-    ax.set_xlabel("bottom q% of test users by EASE NDCG@100")
+    ax.set_xlabel(f"bottom q% of {split} users by EASE NDCG@100")
     ax.set_ylabel("NDCG@100 improvement over EASE (%)")
     ax.plot([], [], " ", label=f"* p<{alpha:g} vs EASE, † vs EASE-IPW (paired t)")
     ax.legend(fontsize=8)
