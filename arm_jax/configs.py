@@ -124,9 +124,9 @@ _PAPER = {
         "rlarm_nn": dict(C=0.0005, B=500.0, learning_rate=1e-4, hidden_dim=9, batch_size=8192),
     },
 }
-# Smaller datasets: chosen on validation NDCG@100 (see README, "Defaults for small data").
-# EASE: C in {0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}; EASE-IPW: C in {0.05, ..., 2} × β in
-# {0.2, 0.4, ..., 1.0}; `launch/sweep.py --grid=...` with the grid in the README.
+# Smaller datasets: chosen on validation NDCG@100 with `launch/sweep.py --grid=...` (see
+# README, "Hyperparameter search"). EASE: C in {0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5};
+# EASE-IPW: C in {0.05, 0.1, 0.2, 0.5, 1, 2} × β in {0.2, 0.4, 0.6, 0.8, 1.0}.
 # Adversarial models: C is twice EASE's (with uniform weights the learner's fixed point
 # is EASE at C/2), B=100; batch and learning rate picked on validation NDCG@100 among
 # lr ∈ {5e-4, 1e-3, 2e-3} (synthetic seed 0, 2800 training users: batch 128, ~21
@@ -156,6 +156,20 @@ _SMALL: dict[str, dict[str, dict]] = {
 }
 
 MODEL_DEFAULTS: dict[str, dict[str, dict]] = {**_PAPER, **_SMALL}
+SMALL_DATASETS = tuple(_SMALL)
+"""Datasets with defaults of their own, chosen here on validation (not the paper's)."""
+
+_ADVERSARIAL_HP = ("C", "B", "learning_rate", "batch_size", "warmup_epochs", "warm_start")
+HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
+    "ease": ("C",),
+    "ease_ipw": ("C", "beta"),
+    "arm": _ADVERSARIAL_HP,
+    "rlarm": _ADVERSARIAL_HP,
+    "rlarm_nn": (*_ADVERSARIAL_HP[:3], "hidden_dim", *_ADVERSARIAL_HP[3:]),
+}
+"""The `ModelConfig` fields each model uses: what results record and a grid may sweep
+(max_epochs, patience, product and adam_eps say how a run is carried out, not which
+model it fits)."""
 
 
 def model_config(dataset: str, model: str, **overrides) -> ModelConfig:

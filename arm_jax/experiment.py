@@ -70,22 +70,7 @@ def fit_closed_form(
 
 def hyperparameters(model: str, config: configs.ModelConfig) -> dict:
     """The hyperparameters that `model` actually uses, for results and tables."""
-    names = {
-        "ease": ("C",),
-        "ease_ipw": ("C", "beta"),
-        "arm": ("C", "B", "learning_rate", "batch_size", "warmup_epochs", "warm_start"),
-        "rlarm": ("C", "B", "learning_rate", "batch_size", "warmup_epochs", "warm_start"),
-        "rlarm_nn": (
-            "C",
-            "B",
-            "learning_rate",
-            "hidden_dim",
-            "batch_size",
-            "warmup_epochs",
-            "warm_start",
-        ),
-    }[model]
-    return {name: getattr(config, name) for name in names}
+    return {name: getattr(config, name) for name in configs.HYPERPARAMETERS[model]}
 
 
 RUN_IDENTITY = ("dataset", "model", "seed", "dtype", "hyperparameters", "data")

@@ -1,23 +1,17 @@
-"""Hyperparameter grids on validation NDCG@100: expansion, cell names, results, best.
+"""Hyperparameter sweeps on validation NDCG@100: cells trained, results, the best cell.
 
-A sweep is one folder per grid cell, `<sweep_dir>/<cell_name>/`, each a model workdir;
-a cell is finished once its `results.json` exists. The default grid of a model is the
-paper's learning rates and a neighbourhood of the published values of `configs.py`:
-
-  * learning_rate (adversarial models): {1e-5, 2e-5, 5e-5, 1e-4} (§5.1);
-  * C: ×{0.2, 0.5, 1, 2, 5} for EASE and EASE-IPW (closed form, cheap), ×{0.5, 1, 2} for
-    the adversarial models;
-  * B: ×{0.2, 0.5, 1, 2, 5};
-  * β: the published value ± 0.2 and ± 0.4, kept >= 0;
-  * d (hidden_dim): {d/2, d, 2d}, rounded, >= 1.
-
-A grid file (JSON) overrides any of these: `{"C": [...], "B": [...]}` for every model, or
-`{"<model>": {"C": [...]}}` per model.
+A sweep is one folder per grid cell (`arm_jax.grids`), `<sweep_dir>/<cell_name>/`, each
+a model workdir; a cell is finished once its `results.json` exists, and is reused only
+if it holds the same run: dataset, split, model, seed, hyperparameters and, for the
+adversarial models, the training budget (a larger max_epochs or patience resumes it, a
+smaller one is refused). The best cell is the one with the highest validation
+NDCG@100, the first in grid order on ties. Test metrics are computed by every cell (its
+`results.json`) but are not shown by a sweep: the paper evaluates the test users once,
+on the model selected (§5.1).
 """
 
 import concurrent.futures
 import dataclasses
-import itertools
 import math
 import multiprocessing
 import os
@@ -25,103 +19,12 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from arm_jax.configs import (
-    ADVERSARIAL_MODELS,
-    MODELS,
-    ModelConfig,
-    model_config,
-)
+from arm_jax.configs import ADVERSARIAL_MODELS, MODELS, ModelConfig, model_config
 from arm_jax.errors import ConfigError, DataError
+from arm_jax.grids import cell_name
 from arm_jax.io import read_json
 
-LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4)
 SELECTION_METRIC = "valid_ndcg@100"
-_WIDE = (0.2, 0.5, 1.0, 2.0, 5.0)
-_NARROW = (0.5, 1.0, 2.0)
-
-
-def swept_parameters(model: str) -> tuple[str, ...]:
-    """The hyperparameters a sweep of `model` searches, as ModelConfig field names."""
-    if model == "ease":
-        return ("C",)
-    if model == "ease_ipw":
-        return ("C", "beta")
-    if model == "rlarm_nn":
-        return ("learning_rate", "C", "B", "hidden_dim")
-    if model in ADVERSARIAL_MODELS:
-        return ("learning_rate", "C", "B")
-    raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-
-
-def _neighbourhood(value: float, factors: tuple[float, ...]) -> list[float]:
-    return sorted({float(f"{value * f:.6g}") for f in factors})
-
-
-def default_grid(dataset: str, model: str) -> dict[str, list]:
-    """The default grid of `model` on `dataset` around its `model_config` defaults."""
-    config = model_config(dataset, model)
-    grid: dict[str, list] = {}
-    for name in swept_parameters(model):
-        if name == "learning_rate":
-            grid[name] = list(LEARNING_RATES)
-        elif name == "C":
-            factors = _NARROW if model in ADVERSARIAL_MODELS else _WIDE
-            grid[name] = _neighbourhood(config.C, factors)
-        elif name == "B":
-            grid[name] = _neighbourhood(config.B, _WIDE)
-        elif name == "beta":
-            offsets = (-0.4, -0.2, 0.0, 0.2, 0.4)
-            grid[name] = sorted(
-                {round(config.beta + o, 6) for o in offsets if config.beta + o >= 0}
-            )
-        elif name == "hidden_dim":
-            d = config.hidden_dim
-            grid[name] = sorted({max(1, round(d / 2)), d, 2 * d})
-    return grid
-
-
-def load_grid(path: str | None, dataset: str, model: str) -> dict[str, list]:
-    """`default_grid` with the lists of the JSON grid file at `path` (if any) replacing it.
-
-    Raises ConfigError for an unknown hyperparameter or a value that is not a non-empty
-    list.
-    """
-    grid = default_grid(dataset, model)
-    if path is None:
-        return grid
-    try:
-        spec = read_json(path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not a readable JSON grid file ({e})") from e
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: expected a JSON object of lists")
-    if any(isinstance(v, dict) for v in spec.values()):
-        spec = spec.get(model, {})
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    for name, values in spec.items():
-        if name not in fields:
-            raise ConfigError(f"{path}: unknown hyperparameter {name!r}")
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}: {name!r} must be a non-empty list, got {values!r}")
-        grid[name] = list(values)
-    return grid
-
-
-def expand_grid(grid: dict[str, list]) -> list[dict]:
-    """Every combination of `grid`'s lists, keys in sorted order, last key fastest."""
-    names = sorted(grid)
-    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
-
-
-def _format_value(value) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def cell_name(params: dict) -> str:
-    """A folder name for one cell, e.g. `B=2000,C=0.005,learning_rate=5e-05`."""
-    return ",".join(f"{k}={_format_value(params[k])}" for k in sorted(params))
 
 
 def is_finished(cell_dir: str) -> bool:
@@ -130,7 +33,7 @@ def is_finished(cell_dir: str) -> bool:
 
 
 def collect_results(sweep_dir: str, cells: list[dict]) -> pd.DataFrame:
-    """One row per finished cell: its parameters, valid_/test_ metrics, and its folder.
+    """One row per finished cell, in grid order: its name, parameters and valid_ metrics.
 
     Args:
       sweep_dir: the folder holding one sub-folder per cell (named by `cell_name`).
@@ -146,22 +49,21 @@ def collect_results(sweep_dir: str, cells: list[dict]) -> pd.DataFrame:
         except (OSError, ValueError) as e:
             raise DataError(f"{cell_dir}/results.json: unreadable ({e})") from e
         row = {"cell": cell_name(params), **params}
-        for split in ("valid", "test"):
-            for metric, value in results.get(split, {}).items():
-                row[f"{split}_{metric}"] = value
+        for metric, value in results.get("valid", {}).items():
+            row[f"valid_{metric}"] = value
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def ranked_view(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` sorted best first, with only the cell, its parameters and main metrics."""
+    """`table` sorted best first (stable: grid order on ties), with the main metrics."""
     keep = [
         c
         for c in table.columns
-        if not c.startswith(("valid_", "test_"))
-        or c in (SELECTION_METRIC, "valid_recall@20", "valid_recall@50", "test_ndcg@100")
+        if not c.startswith("valid_")
+        or c in (SELECTION_METRIC, "valid_recall@20", "valid_recall@50")
     ]
-    return table.sort_values(SELECTION_METRIC, ascending=False)[keep]
+    return table.sort_values(SELECTION_METRIC, ascending=False, kind="stable")[keep]
 
 
 def best_cell(table: pd.DataFrame, *, metric: str = SELECTION_METRIC) -> dict:
@@ -174,8 +76,14 @@ def best_cell(table: pd.DataFrame, *, metric: str = SELECTION_METRIC) -> dict:
 
 
 # --------------------------------------------------------------------------- running
-def _reusable(workdir: str, *, model: str, config: ModelConfig, seed: int, dataset) -> bool:
-    """Whether `workdir` holds this run finished; raises if it holds another run."""
+def _reusable(
+    workdir: str, *, model: str, config: ModelConfig, seed: int, dataset, data=None
+) -> bool:
+    """Whether `workdir` holds this run finished; raises if it holds another run.
+
+    False for a finished adversarial run with a smaller max_epochs or patience than
+    `config`'s (resuming it extends it); ConfigError for one with a larger budget.
+    """
     if not is_finished(workdir):
         return False
     from arm_jax.experiment import check_workdir, hyperparameters
@@ -184,8 +92,22 @@ def _reusable(workdir: str, *, model: str, config: ModelConfig, seed: int, datas
     expected["hyperparameters"] = hyperparameters(model, config)
     if dataset is not None:
         expected["dataset"] = dataset
+    if data is not None:
+        expected["data"] = data
     check_workdir(workdir, expected)
-    return True
+    if model not in ADVERSARIAL_MODELS:
+        return True
+    recorded = read_json(os.path.join(workdir, "config.json")).get("model_config", {})
+    old = (recorded.get("max_epochs"), recorded.get("patience"))
+    new = (config.max_epochs, config.patience)
+    if old == new:
+        return True
+    if None in old or new[0] < old[0] or new[1] < old[1]:
+        raise ConfigError(
+            f"{workdir} was trained with max_epochs={old[0]}, patience={old[1]}: it cannot "
+            f"stand for max_epochs={new[0]}, patience={new[1]}; use a new folder"
+        )
+    return False
 
 
 def train_cell(
@@ -196,6 +118,7 @@ def train_cell(
     workdir: str,
     seed: int = 0,
     dataset: str | None = None,
+    data: dict | None = None,
 ) -> str:
     """Trains one cell with `arm_jax.experiment.run_experiment` unless it has finished.
 
@@ -203,9 +126,10 @@ def train_cell(
       load_split: returns the `Split` (picklable, e.g. a `functools.partial` of
         `arm_jax.load_split`, so that worker processes can call it).
       model, config, seed: as `run_experiment`.
-      workdir: the cell's folder; an unfinished existing one is resumed.
-      dataset: the split's name; a finished cell is reused only if it records the same
-        dataset (and model, seed and hyperparameters). None: not compared.
+      workdir: the cell's folder; an unfinished existing one is resumed, and so is a
+        finished adversarial one whose max_epochs or patience was smaller.
+      dataset, data: the split's name and `split_stats`; a finished cell is reused only
+        if it records the same (and model, seed and hyperparameters). None: not compared.
 
     Returns:
       `workdir`.
@@ -213,7 +137,7 @@ def train_cell(
     Raises:
       ConfigError: `workdir` holds another run (`experiment.check_workdir`).
     """
-    if _reusable(workdir, model=model, config=config, seed=seed, dataset=dataset):
+    if _reusable(workdir, model=model, config=config, seed=seed, dataset=dataset, data=data):
         return workdir
     from arm_jax.experiment import run_experiment  # JAX only where training happens
 
@@ -222,6 +146,12 @@ def train_cell(
         load_split(), model=model, config=config, workdir=workdir, seed=seed, resume=resume
     )
     return workdir
+
+
+def _split_stats(split) -> dict:
+    from arm_jax.data import split_stats
+
+    return split_stats(split)
 
 
 def run_sweep(
@@ -238,7 +168,8 @@ def run_sweep(
     """Trains every unfinished cell of a grid, in this process or in `num_workers` ones.
 
     Args:
-      load_split: see `train_cell`; called once here, or once per cell in a worker.
+      load_split: see `train_cell`; called once here (finished cells are checked
+        against the split), and once per cell in a worker.
       model: the model swept.
       base_config: the settings every cell starts from; a cell replaces its parameters.
       cells: `expand_grid` output.
@@ -250,6 +181,10 @@ def run_sweep(
     Returns:
       The cell folders, in `cells` order.
     """
+    if num_workers < 1:
+        raise ConfigError(f"--num_workers must be >= 1, got {num_workers}")
+    split = load_split()
+    data = _split_stats(split)
     jobs = [
         dict(
             model=model,
@@ -257,16 +192,16 @@ def run_sweep(
             workdir=os.path.join(sweep_dir, cell_name(params)),
             seed=seed,
             dataset=dataset,
+            data=data,
         )
         for params in cells
     ]
     todo = [job for job in jobs if not _reusable(**job)]
-    if num_workers <= 1 or len(todo) <= 1:
-        if todo:
-            split = load_split()
-            for job in todo:
-                train_cell(lambda: split, **job)
+    if num_workers == 1 or len(todo) <= 1:
+        for job in todo:
+            train_cell(lambda: split, **job)
     else:
+        del split  # the workers load their own
         context = multiprocessing.get_context("spawn")  # JAX does not survive fork
         with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
             for future in [pool.submit(train_cell, load_split, **job) for job in todo]:
@@ -274,26 +209,46 @@ def run_sweep(
     return [job["workdir"] for job in jobs]
 
 
-def sweep_report(table: pd.DataFrame, best: dict, *, dataset: str, model: str) -> dict:
-    """The best.json content: the winning cell's swept parameters and its metrics."""
-    params = {k: best[k] for k in swept_parameters(model) if k in best}
+def sweep_report(
+    table: pd.DataFrame, best: dict, *, dataset: str, model: str, cells: list[dict], sweep_dir: str
+) -> dict:
+    """The best.json content: the winning cell's parameters, settings, split and metrics.
+
+    `hyperparameters` holds every parameter the grid varied or set (what `best_overrides`
+    hands to `reproduce_models`); `settings` the cell's whole `ModelConfig` and `data` its
+    split's statistics, from its config.json; `metrics` its validation metrics only.
+    """
+    params = next(c for c in cells if cell_name(c) == best["cell"])
+    workdir = os.path.join(sweep_dir, best["cell"])
+    record = read_json(os.path.join(workdir, "config.json"))
     return {
         "dataset": dataset,
         "model": model,
-        "selection": SELECTION_METRIC,
+        "selection": SELECTION_METRIC + " (first in grid order on ties)",
         "cell": best["cell"],
-        "hyperparameters": params,
-        "metrics": {k: v for k, v in best.items() if k.startswith(("valid_", "test_"))},
+        "workdir": os.path.abspath(workdir),
+        "hyperparameters": dict(params),
+        "seed": record.get("seed"),
+        "settings": record.get("model_config"),
+        "data": record.get("data"),
+        "metrics": {k: v for k, v in best.items() if k.startswith("valid_")},
         "n_cells_finished": int(len(table)),
     }
 
 
-def best_overrides(paths: list[str], *, dataset: str | None = None) -> dict[str, dict]:
+def best_overrides(
+    paths: list[str],
+    *,
+    dataset: str | None = None,
+    data: dict | None = None,
+    models: tuple[str, ...] | None = None,
+) -> dict[str, dict]:
     """{model: hyperparameters} of the best.json files at `paths` (one per model).
 
     Raises:
-      ConfigError: a file that is not a best.json, two for one model, or (with
-        `dataset`) one from a sweep on another dataset.
+      ConfigError: a file that is not a best.json, two for one model, or one from a
+        sweep on another dataset (`dataset`), another split (`data`, the split's
+        `split_stats`), or of a model `models` does not hold.
     """
     overrides = {}
     for path in paths:
@@ -304,6 +259,10 @@ def best_overrides(paths: list[str], *, dataset: str | None = None) -> dict[str,
             raise ConfigError(f"{path}: not a sweep's best.json ({e})") from e
         if dataset is not None and swept != dataset:
             raise ConfigError(f"{path}: a sweep on {swept!r}, not on --dataset={dataset!r}")
+        if data is not None and best.get("data") not in (None, data):
+            raise ConfigError(f"{path}: a sweep on another split of {swept!r} (data differ)")
+        if models is not None and model not in models:
+            raise ConfigError(f"{path}: a sweep of {model!r}, which --models does not train")
         if model in overrides:
             raise ConfigError(f"{path}: a second best.json for {model!r}")
         overrides[model] = params
@@ -320,12 +279,13 @@ def reproduce_models(
     overrides: dict | None = None,
     seed: int = 0,
 ) -> list[str]:
-    """Trains (or reuses, when results.json exists) each model into `<workdir>/<model>/`.
+    """Trains (or reuses, when it holds the same run finished) each model into
+    `<workdir>/<model>/`.
 
     Args:
-      load_split: see `train_cell`; called at most once.
-      dataset: picks the `model_config` defaults; finished runs of another dataset in
-        `workdir` are refused, not reused.
+      load_split: see `train_cell`; called once.
+      dataset: picks the `model_config` defaults; finished runs of another dataset or
+        split in `workdir` are refused, not reused.
       workdir: the parent folder.
       models: which models.
       best: {model: hyperparameters} from sweeps (`best_overrides`); else the defaults.
@@ -335,13 +295,8 @@ def reproduce_models(
     Returns:
       The model workdirs, in `models` order.
     """
-    loaded = []
-
-    def load_once():
-        if not loaded:
-            loaded.append(load_split())
-        return loaded[0]
-
+    split = load_split()
+    data = _split_stats(split)
     workdirs = []
     for model in models:
         given = {**(overrides or {}), **(best or {}).get(model, {})}
@@ -349,7 +304,13 @@ def reproduce_models(
         path = os.path.join(workdir, model)
         workdirs.append(
             train_cell(
-                load_once, model=model, config=config, workdir=path, seed=seed, dataset=dataset
+                lambda: split,
+                model=model,
+                config=config,
+                workdir=path,
+                seed=seed,
+                dataset=dataset,
+                data=data,
             )
         )
     return workdirs

@@ -8,7 +8,6 @@ hyperparameters of its sweep's best.json if given, else the defaults of
 arm_jax/configs.py; Table 2 and Figures 1-2 go to <workdir>/analysis/.
 """
 
-import functools
 import os
 
 import _cli
@@ -16,7 +15,7 @@ import _data_flags
 from absl import app, flags
 
 from arm_jax import configs, report, sweep
-from arm_jax.data import load_split
+from arm_jax.data import load_split, split_stats
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent folder of the model workdirs.")
 _MODELS = flags.DEFINE_list("models", list(configs.MODELS), "Models to train (EASE needed).")
@@ -34,14 +33,18 @@ def main(argv):
         raise configs.ConfigError(f"--models: unknown {', '.join(sorted(unknown))}")
     if "ease" not in _MODELS.value:  # checked before hours of training, not after
         raise configs.ConfigError("--models must include ease: the analysis compares with it")
-    dataset = _data_flags.DATASET.value
-    load = functools.partial(load_split, **_data_flags.split_arguments())
+    dataset, models = _data_flags.DATASET.value, tuple(_MODELS.value)
+    sweep.best_overrides(_BEST.value, dataset=dataset, models=models)  # before loading data
+    split = load_split(**_data_flags.split_arguments())
+    best = sweep.best_overrides(
+        _BEST.value, dataset=dataset, models=models, data=split_stats(split)
+    )
     workdirs = sweep.reproduce_models(
-        load,
+        lambda: split,
         dataset=dataset,
         workdir=_WORKDIR.value,
-        models=tuple(_MODELS.value),
-        best=sweep.best_overrides(_BEST.value, dataset=dataset),
+        models=models,
+        best=best,
         overrides={"max_epochs": _MAX_EPOCHS.value, "patience": _PATIENCE.value},
         seed=_data_flags.SEED.value,
     )

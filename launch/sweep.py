@@ -4,7 +4,9 @@ r"""Grid search of one model on validation NDCG@100; resumable, optionally in pa
       --sweep_dir=runs/ml-20m/sweep_rlarm --grid=grid.json --num_workers=2
 
 Writes one workdir per cell, sweep.csv, sweep.md and best.json (for launch/reproduce.py)
-in --sweep_dir; finished cells (with results.json) are skipped on a rerun.
+in --sweep_dir; finished cells of the same run are skipped on a rerun. Cells are ranked
+by validation NDCG@100; test metrics stay in each cell's results.json (the paper
+evaluates test users once, on the model selected).
 """
 
 import functools
@@ -14,13 +16,15 @@ import _cli
 import _data_flags
 from absl import app, flags
 
-from arm_jax import configs, report, sweep
+from arm_jax import configs, grids, report, sweep
 from arm_jax.data import load_split
 from arm_jax.io import write_json, write_text
 
 _MODEL = flags.DEFINE_enum("model", None, list(configs.MODELS), "Model to sweep.")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Output folder (one sub-folder per cell).")
-_GRID = flags.DEFINE_string("grid", None, "JSON grid file overriding the default grid.")
+_GRID = flags.DEFINE_string(
+    "grid", None, 'Grid replacing default lists: a JSON file or text, e.g. {"C": [0.1, 0.5]}.'
+)
 _WORKERS = flags.DEFINE_integer("num_workers", 1, "Cells trained in parallel processes.")
 _MAX_EPOCHS = flags.DEFINE_integer("max_epochs", None, "Override max_epochs of every cell.")
 _PATIENCE = flags.DEFINE_integer("patience", None, "Override patience of every cell.")
@@ -36,14 +40,16 @@ def main(argv):
     base = configs.model_config(
         dataset, model, max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value
     )
-    cells = sweep.expand_grid(sweep.load_grid(_GRID.value, dataset, model))
+    cells = grids.expand_grid(grids.load_grid(_GRID.value, dataset, model))
     load = functools.partial(load_split, **_data_flags.split_arguments())
     sweep.run_sweep(
         load, model=model, base_config=base, cells=cells, sweep_dir=out,
         num_workers=_WORKERS.value, seed=_data_flags.SEED.value, dataset=dataset,
     )  # fmt: skip
     table = sweep.collect_results(out, cells)
-    best = sweep.sweep_report(table, sweep.best_cell(table), dataset=dataset, model=model)
+    best = sweep.sweep_report(
+        table, sweep.best_cell(table), dataset=dataset, model=model, cells=cells, sweep_dir=out
+    )
     view = sweep.ranked_view(table)
     write_text(os.path.join(out, "sweep.csv"), table.loc[view.index].to_csv(index=False))
     write_text(os.path.join(out, "sweep.md"), report.markdown_table(view))

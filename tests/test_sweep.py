@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arm_jax import sweep
+from arm_jax import configs, grids, sweep
 from arm_jax.configs import model_config
 from arm_jax.errors import ConfigError, DataError
 from arm_jax.io import write_json
@@ -19,9 +19,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("model", ["ease", "ease_ipw", "arm", "rlarm", "rlarm_nn"])
 def test_default_grid_contains_published_values(model):
-    grid = sweep.default_grid("ml-20m", model)
+    grid = grids.default_grid("ml-20m", model)
     config = model_config("ml-20m", model)
-    assert set(grid) == set(sweep.swept_parameters(model))
+    assert set(grid) == set(grids.swept_parameters(model))
     for name, values in grid.items():
         assert getattr(config, name) in values, name
         assert values == sorted(values) and len(set(values)) == len(values)
@@ -31,43 +31,90 @@ def test_default_grid_contains_published_values(model):
 
 
 def test_expand_grid_and_cell_names_are_unique():
-    grid = sweep.default_grid("netflix", "rlarm_nn")
-    cells = sweep.expand_grid(grid)
+    grid = grids.default_grid("netflix", "rlarm_nn")
+    cells = grids.expand_grid(grid)
     assert len(cells) == int(np.prod([len(v) for v in grid.values()]))
-    names = [sweep.cell_name(c) for c in cells]
+    names = [grids.cell_name(c) for c in cells]
     assert len(set(names)) == len(names)
     assert all("/" not in n and " " not in n for n in names)
-    assert sweep.cell_name({"C": 0.005, "B": 2000.0}) == "B=2000,C=0.005"
+    assert grids.cell_name({"C": 0.005, "B": 2000.0}) == "B=2000,C=0.005"
 
 
 def test_load_grid_overrides_and_rejects(tmp_path):
     path = str(tmp_path / "grid.json")
     write_json(path, {"rlarm": {"B": [100.0, 200.0]}, "ease": {"C": [1.0]}})
-    grid = sweep.load_grid(path, "ml-20m", "rlarm")
-    assert grid["B"] == [100.0, 200.0] and grid["C"] == sweep.default_grid("ml-20m", "rlarm")["C"]
+    grid = grids.load_grid(path, "ml-20m", "rlarm")
+    assert grid["B"] == [100.0, 200.0] and grid["C"] == grids.default_grid("ml-20m", "rlarm")["C"]
     write_json(path, {"Q": [1]})
     with pytest.raises(ConfigError, match="Q"):
-        sweep.load_grid(path, "ml-20m", "rlarm")
+        grids.load_grid(path, "ml-20m", "rlarm")
     write_json(path, {"C": []})
     with pytest.raises(ConfigError, match="non-empty"):
-        sweep.load_grid(path, "ml-20m", "ease")
+        grids.load_grid(path, "ml-20m", "ease")
+
+
+@pytest.mark.parametrize(
+    "model, grid, message",
+    [
+        ("ease", '{"C": [0.2, 0.4, -0.1]}', "C must be finite and > 0.0, got -0.1"),
+        ("ease", '{"C": [0, 0.2]}', "C must be finite and > 0.0, got 0"),
+        ("ease", '{"C": [NaN, 0.2]}', "C must be finite"),
+        ("ease", '{"C": [0.2, Infinity]}', "C must be finite"),
+        ("ease", '{"C": [true]}', "C takes a number, got True"),
+        ("ease", '{"C": ["0.2"]}', "C takes a number, got '0.2'"),
+        ("ease", '{"C": [null]}', "C takes a number, got None"),
+        ("rlarm_nn", '{"hidden_dim": [2.5]}', "hidden_dim takes an integer, got 2.5"),
+        ("rlarm", '{"batch_size": [64, 0]}', "batch_size must be finite and >= 1"),
+        ("rlarm", '{"warm_start": [1]}', "warm_start takes true or false"),
+        ("ease", '{"C": [0.2, 0.2, 0.1]}', "C=0.2 repeats C=0.2"),
+        ("ease", '{"C": [0.2, 0.20000001]}', r"C=0.20000001 shares the folder of C=0.2 \(C=0.2\)"),
+        ("ease", '{"C": [0.2], "B": [1, 2]}', "ease has no hyperparameter 'B'; it has C"),
+        ("ease", '{"max_epochs": [5]}', "ease has no hyperparameter 'max_epochs'"),
+        ("rlarm", '{"hidden_dim": [2]}', "rlarm has no hyperparameter 'hidden_dim'"),
+        ("ease", '{"C": [0.1], "rlarm": {"C": [0.5]}}', "mixes per-model entries with lists"),
+        ("ease", '{"eas": {"C": [0.5]}}', r"unknown model\(s\) \['eas'\]"),
+        ("ease", '["C"]', "expected a JSON object"),
+    ],
+)
+def test_load_grid_checks_every_value_before_training(tmp_path, model, grid, message):
+    # These used to train some cells first and fail late, train NaN or True as C, end in
+    # a traceback, or run identical cells (a repeated value, a B for EASE).
+    path = tmp_path / "grid.json"
+    path.write_text(grid)
+    for given in (str(path), grid):  # a file, or the JSON text itself
+        if not given.startswith("{") and given == grid:
+            continue
+        with pytest.raises(ConfigError, match=r"--grid=.*: " + message):
+            grids.load_grid(given, "synthetic", model)
+
+
+def test_grids_sweep_what_the_model_uses_and_the_small_data_defaults():
+    grid = grids.load_grid('{"batch_size": [64, 128], "learning_rate": [1e-3]}', "ml-100k", "rlarm")
+    assert grid["batch_size"] == [64, 128] and grid["learning_rate"] == [1e-3]
+    assert all(isinstance(v, int) for v in grid["batch_size"])
+    grid = grids.load_grid('{"rlarm": {"B": [1]}}', "ml-100k", "ease")  # no entry: defaults
+    assert grid == grids.default_grid("ml-100k", "ease")
+    for dataset in configs.SMALL_DATASETS:  # their defaults are above the paper's range
+        for model in ("arm", "rlarm", "rlarm_nn"):
+            lr = model_config(dataset, model).learning_rate
+            assert grids.default_grid(dataset, model)["learning_rate"] == [lr / 2, lr, 2 * lr]
 
 
 def test_collect_results_and_best_cell(tmp_path):
     rng = np.random.default_rng(0)
-    cells = sweep.expand_grid({"C": [0.1, 0.2, 0.3], "beta": [0.0, 0.5]})
+    cells = grids.expand_grid({"C": [0.1, 0.2, 0.3], "beta": [0.0, 0.5]})
     scores = rng.random(len(cells))
     for cell, score in zip(cells[:-1], scores[:-1]):  # the last cell is unfinished
         write_json(
-            os.path.join(tmp_path, sweep.cell_name(cell), "results.json"),
+            os.path.join(tmp_path, grids.cell_name(cell), "results.json"),
             {"valid": {"ndcg@100": float(score)}, "test": {"ndcg@100": float(score) / 2}},
         )
     table = sweep.collect_results(str(tmp_path), cells)
     assert len(table) == len(cells) - 1
     best = sweep.best_cell(table)
     k = int(np.argmax(scores[:-1]))
-    assert best["cell"] == sweep.cell_name(cells[k])
-    assert best["test_ndcg@100"] == pytest.approx(scores[k] / 2)
+    assert best["cell"] == grids.cell_name(cells[k])
+    assert not any(c.startswith("test_") for c in table)  # test users: once, after selection
     assert json.loads(json.dumps({k: best[k] for k in ("C", "beta")})) == cells[k]
     with pytest.raises(DataError):
         sweep.best_cell(sweep.collect_results(str(tmp_path / "none"), cells))

@@ -9,7 +9,7 @@ import stat
 import numpy as np
 import pytest
 
-from arm_jax import configs, io, load_split, run_experiment, sweep
+from arm_jax import configs, grids, io, load_split, run_experiment, sweep
 from arm_jax.errors import ConfigError
 
 
@@ -71,7 +71,7 @@ def test_a_refused_run_leaves_the_workdir_as_it_was(tmp_path, split):
 
 
 def test_sweeps_and_reproductions_reuse_only_the_same_runs(tmp_path, split):
-    cells = sweep.expand_grid({"C": [0.01]})
+    cells = grids.expand_grid({"C": [0.01]})
     base = configs.model_config("synthetic", "ease")
     kw = dict(model="ease", base_config=base, cells=cells, sweep_dir=str(tmp_path / "sweep"))
     (cell,) = sweep.run_sweep(lambda: split, dataset="synthetic", **kw)
@@ -90,6 +90,61 @@ def test_sweeps_and_reproductions_reuse_only_the_same_runs(tmp_path, split):
             lambda: split, dataset="synthetic", workdir=str(tmp_path / "repro"),
             models=("ease",), best={"ease": {"C": 0.5}},
         )  # fmt: skip
+
+
+def test_sweeps_reuse_cells_of_the_same_split_and_budget_only(tmp_path, split):
+    # Another split of the same dataset used to reuse every finished cell silently.
+    other = load_split("synthetic", n_users=300, n_items=80, n_heldout_users=40, use_cache=False)
+    kw = dict(
+        model="ease", base_config=configs.model_config("synthetic", "ease"),
+        cells=grids.expand_grid({"C": [0.01]}), sweep_dir=str(tmp_path / "ease"),
+        dataset="synthetic",
+    )  # fmt: skip
+    (cell,) = sweep.run_sweep(lambda: split, **kw)
+    another_split = r"holds another run \(data.n_train_users 240, not 220"
+    with pytest.raises(ConfigError, match=another_split):
+        sweep.run_sweep(lambda: other, **kw)
+    shutil.copytree(cell, tmp_path / "repro" / "ease")
+    with pytest.raises(ConfigError, match=another_split):
+        sweep.reproduce_models(
+            lambda: other, dataset="synthetic", workdir=str(tmp_path / "repro"),
+            models=("ease",), best={"ease": {"C": 0.01}},
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="--num_workers must be >= 1"):
+        sweep.run_sweep(lambda: split, num_workers=0, **kw)
+
+    # An adversarial cell trained for 1 epoch stands for neither 2 epochs (it is resumed)
+    # nor, once it has 2, for 1 again (refused).
+    kw = dict(
+        model="arm", cells=grids.expand_grid({"batch_size": [32]}),
+        sweep_dir=str(tmp_path / "arm"), dataset="synthetic",
+    )  # fmt: skip
+    (cell,) = sweep.run_sweep(lambda: split, base_config=_adversarial(), **kw)
+    sweep.run_sweep(lambda: split, base_config=_adversarial(max_epochs=2), **kw)
+    with open(os.path.join(cell, "metrics.jsonl")) as f:
+        assert len(f.read().splitlines()) == 2  # resumed for its second epoch
+    with pytest.raises(ConfigError, match="trained with max_epochs=2, .* cannot stand for max"):
+        sweep.run_sweep(lambda: split, base_config=_adversarial(), **kw)
+
+    # best.json: every parameter the grid set (batch_size too), the cell's settings and
+    # split, validation metrics only.
+    table = sweep.collect_results(kw["sweep_dir"], kw["cells"])
+    best = sweep.sweep_report(
+        table, sweep.best_cell(table), dataset="synthetic", model="arm",
+        cells=kw["cells"], sweep_dir=kw["sweep_dir"],
+    )  # fmt: skip
+    assert best["hyperparameters"] == {"batch_size": 32}
+    assert best["settings"]["max_epochs"] == 2 and best["data"]["n_test_users"] > 0
+    assert best["workdir"] == os.path.abspath(cell) and best["seed"] == 0
+    assert best["metrics"] and all(k.startswith("valid_") for k in best["metrics"])
+    path = str(tmp_path / "best.json")
+    io.write_json(path, best)
+    data = sweep._split_stats(split)
+    assert sweep.best_overrides([path], data=data) == {"arm": {"batch_size": 32}}
+    with pytest.raises(ConfigError, match="a sweep on another split"):
+        sweep.best_overrides([path], data=sweep._split_stats(other))
+    with pytest.raises(ConfigError, match="a sweep of 'arm', which --models does not train"):
+        sweep.best_overrides([path], models=("ease", "rlarm"))
 
 
 def test_best_json_must_come_from_the_same_dataset(tmp_path):
