@@ -8,7 +8,9 @@ The public API, by layer:
 - adversarial models: `Adversary`, `LINEAR_ADVERSARY`, `NN_ADVERSARY`,
   `adversary_weights`, `adversary_scores`, `learner_loss`, `arm_objective`,
   `rank_loss`, `rank_objective`, `Model`, `make_model`, `TrainState`, `init_state`,
-  `gda_step`, `make_step`, `SparseBatch`, `make_batch`, `nnz_cap`, `train_adversarial`;
+  `gda_step`, `make_step`, `SparseBatch`, `make_batch`, `nnz_cap`, `train_adversarial`,
+  and for writing adversaries `sparse_matmul` (a batch's rows times a narrow matrix) and
+  `learner_matrix` (W with its diagonal masked);
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
   `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`.
@@ -25,6 +27,7 @@ from arm_jax.adversarial import (
     adversary_weights,
     arm_objective,
     learner_loss,
+    learner_matrix,
     make_model,
     rank_loss,
     rank_objective,
@@ -51,7 +54,7 @@ from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.experiment import evaluate_model, run_experiment
 from arm_jax.gda import TrainState, gda_step, init_state, make_step
 from arm_jax.metrics import evaluate, ndcg_at_k, recall_at_k, summarize
-from arm_jax.products import SparseBatch, make_batch
+from arm_jax.products import SparseBatch, make_batch, sparse_matmul
 from arm_jax.report import analyze_workdirs, write_report
 from arm_jax.training import nnz_cap, train_adversarial
 
@@ -68,6 +71,7 @@ __all__ = [
     "gda_step",
     "init_state",
     "learner_loss",
+    "learner_matrix",
     "make_batch",
     "make_model",
     "make_step",
@@ -103,6 +107,7 @@ __all__ = [
     "save_model",
     "split_options",
     "split_stats",
+    "sparse_matmul",
     "summarize",
     "worst_users_improvement",
     "write_report",
