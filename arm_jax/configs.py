@@ -55,6 +55,9 @@ def split_options(dataset: str, **overrides) -> SplitOptions:
             f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(SPLIT_DEFAULTS))}"
         )
     given = {k: v for k, v in overrides.items() if v is not None}
+    for name in ("min_uc", "min_sc"):
+        if given.get(name, 0) < 0:
+            raise ConfigError(f"--{name} must be >= 0, got {given[name]}")
     return dataclasses.replace(SPLIT_DEFAULTS[dataset], **given)
 
 

@@ -172,6 +172,7 @@ def run_experiment(
     record = {**run_record(split, model, config, seed=seed, dtype=dtype), **(extra_config or {})}
     check_workdir(workdir, record)
     if model in configs.ADVERSARIAL_MODELS:
+        training.check_config(split, model, config)
         training.check_workdir(
             split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
         )

@@ -146,9 +146,10 @@ def gda_step(
     product: str,
     warmup_steps: int,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One descent–ascent step (Algorithms 1–2 with the paper's step order).
+    """One descent–ascent step (Algorithms 1–2, in the order of the authors' code).
 
-    One Adam descent step on W with the weighted learner loss; then, once
+    One Adam descent step on W with the weighted learner loss; then (the authors' code's
+    order; the paper's algorithm boxes list the adversary's update first), once
     `state.step >= warmup_steps` (a traced check: no retrace when the adversary starts),
     one Adam ascent step on the adversary's objective, computed with the updated W.
     Jit this function (with the keyword options bound) with `donate_argnums=0`.

@@ -157,7 +157,9 @@ def _load(path: str) -> tuple[dict, dict]:
     return meta, arrays
 
 
-def _validate(split, model: str, config: ModelConfig) -> None:
+def check_config(split, model: str, config: ModelConfig) -> None:
+    """Raises ConfigError for a model that is not adversarial or a batch larger than the
+    training users (before anything is written)."""
     if model not in ADVERSARIAL_MODELS:
         raise ConfigError(f"unknown adversarial model {model!r}; expected {ADVERSARIAL_MODELS}")
     m = split.train.shape[0]
@@ -204,9 +206,10 @@ def check_workdir(
     """Whether `train_adversarial` would resume from `workdir`; raises where it would refuse.
 
     Raises:
-      ConfigError: the workdir holds a checkpoint and `resume` is False, or a checkpoint
+      ConfigError: the workdir holds a checkpoint and `resume` is False, a checkpoint
         of a different run (another model, data, seed, dtype or setting other than
-        max_epochs and patience).
+        max_epochs and patience), or one past `config.max_epochs` (its best epoch could
+        lie beyond the budget).
     """
     latest = os.path.join(workdir, "latest.npz") if workdir else None
     if not (latest and os.path.exists(latest)):
@@ -215,8 +218,14 @@ def check_workdir(
         raise ConfigError(
             f"{workdir} already holds a run: resume it (--resume, resume=True) or use a new workdir"
         )
-    if _load_meta(latest)["fingerprint"] != _fingerprint(split, model, config, seed, dtype):
+    meta = _load_meta(latest)
+    if meta["fingerprint"] != _fingerprint(split, model, config, seed, dtype):
         raise ConfigError(f"{workdir} holds a checkpoint of a different run; use a new workdir")
+    if meta["epoch"] > config.max_epochs:
+        raise ConfigError(
+            f"{workdir} has trained {meta['epoch']} epochs, more than --max_epochs="
+            f"{config.max_epochs}: give at least {meta['epoch']} or use a new workdir"
+        )
     return True
 
 
@@ -255,7 +264,7 @@ def train_adversarial(
     Raises:
       ConfigError: a bad model or batch size, or a workdir holding another run.
     """
-    _validate(split, model, config)
+    check_config(split, model, config)
     spec = adversarial_model or adversarial.make_model(model)
     x = split.train.tocsr().astype(np.float32)
     m, n = x.shape

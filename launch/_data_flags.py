@@ -36,7 +36,9 @@ MIN_SC = flags.DEFINE_integer("min_sc", None, "If > 0, first drop items with few
 N_HELDOUT_USERS = flags.DEFINE_integer(
     "n_heldout_users", None, "Validation and test users each (default per dataset)."
 )
-SEED = flags.DEFINE_integer("seed", 0, "Seed (the synthetic data; the split uses 98765).")
+SEED = flags.DEFINE_integer(
+    "seed", 0, "Seed of the synthetic data and of training (init, shuffling); splits use 98765."
+)
 NO_CACHE = flags.DEFINE_bool("no_cache", False, "Neither read nor write the split cache.")
 
 

@@ -53,9 +53,7 @@ def model_config_from_flags(dataset: str, n_train_users: int) -> configs.ModelCo
     if L2.value is not None and L2.value <= 0:
         raise ConfigError(f"--l2 must be > 0, got {L2.value}")
     c = L2.value / n_train_users if L2.value is not None else C.value
-    return configs.model_config(
-        dataset,
-        MODEL.value,
+    given = dict(
         C=c,
         beta=BETA.value,
         B=B.value,
@@ -68,3 +66,14 @@ def model_config_from_flags(dataset: str, n_train_users: int) -> configs.ModelCo
         warm_start=WARM_START.value,
         product=PRODUCT.value,
     )
+    model = MODEL.value
+    used = set(configs.HYPERPARAMETERS[model])
+    if model in configs.ADVERSARIAL_MODELS:
+        used |= {"max_epochs", "patience", "product"}  # how the run is carried out
+    unused = [f"--{k}" for k, v in given.items() if v is not None and k not in used]
+    if unused:
+        raise ConfigError(
+            f"{', '.join(unused)}: not used by --model={model} "
+            f"(it takes {', '.join('--' + k for k in sorted(used))})"
+        )
+    return configs.model_config(dataset, model, **given)

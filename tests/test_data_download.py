@@ -55,7 +55,8 @@ def test_grouplens_zip_with_md5(server, tmp_path):
     cache = tmp_path / "cache"
     path = download.download_dataset("ml-100k", str(cache), base_url=url, progress=False)
     assert open(path).read() == UDATA
-    assert _files(cache / "downloads") == []  # archive removed, no temporary left
+    # The archive is removed and no temporary is left; the unpacked file is recorded.
+    assert _files(cache / "downloads") == ["unpacked.json"]
     split = load_split(
         "ml-100k", cache_dir=str(cache), base_url=url, progress=False, n_heldout_users=5
     )
@@ -102,4 +103,57 @@ def test_msd_records_then_checks_size_and_sha256(server, tmp_path):
     with pytest.raises(DataError, match="checksum mismatch"):
         download.download_dataset("msd", str(cache), base_url=url, progress=False)
     assert not os.path.exists(path)
-    assert _files(cache / "downloads") == ["known.json"]
+    assert _files(cache / "downloads") == ["known.json", "unpacked.json"]
+
+
+def test_a_bad_first_msd_download_is_not_recorded(server, tmp_path):
+    # A damaged first download used to record its checksum, so every good one was refused.
+    root, url = server
+    archive = root / "train_triplets.txt.zip"
+    _zip(archive, "train_triplets.txt", "u1\ts1\t3\n" * 50, md5=False)
+    good = archive.read_bytes()
+    data_at = good.index(b"u1")  # a stored member: damage the bytes the zip's CRC covers
+    for bad in (
+        b"<html>busy</html>",
+        good[: len(good) // 2],
+        good[:data_at] + b"X" + good[data_at + 1 :],
+    ):
+        archive.write_bytes(bad)
+        with pytest.raises(DataError, match="not a valid zip archive"):
+            download.download_dataset("msd", str(tmp_path / "c"), base_url=url, progress=False)
+    assert not (tmp_path / "c" / "downloads" / "known.json").exists()
+    archive.write_bytes(good)
+    path = download.download_dataset("msd", str(tmp_path / "c"), base_url=url, progress=False)
+    assert open(path).read() == "u1\ts1\t3\n" * 50
+
+
+def test_a_damaged_cached_file_is_downloaded_again(server, tmp_path):
+    root, url = server
+    _zip(root / "ml-100k.zip", "ml-100k/u.data", UDATA)
+    cache = str(tmp_path / "cache")
+    path = download.download_dataset("ml-100k", cache, base_url=url, progress=False)
+    with open(path, "r+") as f:  # cut to 60%: it used to be read as a smaller dataset
+        f.truncate(len(UDATA) * 6 // 10)
+    assert download.download_dataset("ml-100k", cache, base_url=url, progress=False) == path
+    assert open(path).read() == UDATA
+    with open(path, "r+") as f:  # same size, other bytes
+        f.write("9")
+    download.download_dataset("ml-100k", cache, base_url=url, progress=False)
+    assert open(path).read() == UDATA
+
+
+def test_unusable_cache_and_records_are_one_line_errors(server, tmp_path):
+    root, url = server
+    _zip(root / "ml-100k.zip", "ml-100k/u.data", UDATA)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="file: cannot write downloads there .* --cache_dir"):
+        download.download_dataset("ml-100k", str(tmp_path / "file"), base_url=url, progress=False)
+    _zip(root / "train_triplets.txt.zip", "train_triplets.txt", "u1\ts1\t3\n", md5=False)
+    (tmp_path / "c" / "downloads").mkdir(parents=True)
+    (tmp_path / "c" / "downloads" / "known.json").write_text("")
+    with pytest.raises(DataError, match="known.json: not readable .* delete it"):
+        download.download_dataset("msd", str(tmp_path / "c"), base_url=url, progress=False)
+    # An .md5 that is a web page with 32 hex digits in it is not taken for a checksum.
+    (root / "ml-100k.zip.md5").write_text("<html>" + "ab" * 16 + " maintenance</html>")
+    with pytest.raises(DataError, match="expected an MD5 checksum"):
+        download.download_dataset("ml-100k", str(tmp_path / "d"), base_url=url, progress=False)

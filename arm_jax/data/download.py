@@ -2,20 +2,26 @@
 
 GroupLens publishes an `.md5` beside each MovieLens zip: it is fetched and compared. The
 MSD taste profile has no published checksum, so its size and SHA-256 are recorded on the
-first download (`<cache>/downloads/known.json`) and later downloads must match them. A
-download goes to a temporary file that is renamed only once complete and verified.
-Netflix Prize data is no longer distributed; its error says which files to put where.
+first download that unpacks (`<cache>/downloads/known.json`) and later downloads must match
+them. A download goes to a temporary file of its own process (two processes may download
+at once) that is renamed only once complete and verified. The unpacked ratings file's size
+and SHA-256 are recorded too (`<cache>/downloads/unpacked.json`): a cached file that no
+longer matches (truncated, edited) is downloaded again, never used. Netflix Prize data is
+no longer distributed; its error says which files to put where.
 """
 
 import hashlib
+import http.client
 import os
 import re
 import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 
 from arm_jax import io as aio
+from arm_jax.data.cache import file_checksum
 from arm_jax.errors import ConfigError, DataError
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/"
@@ -77,8 +83,8 @@ def fetch(
                     md.update(chunk)
                     size += len(chunk)
                     bar.update(len(chunk))
-            except OSError as e:
-                raise DataError(f"could not download {url}: {e}") from None
+            except (OSError, http.client.HTTPException) as e:  # IncompleteRead is the latter
+                raise DataError(f"could not download {url}: {e!r}") from None
         if total is not None and size != total:
             raise DataError(f"could not download {url}: got {size} of {total} bytes")
         if md5 is not None and md.hexdigest() != md5.lower():
@@ -88,26 +94,56 @@ def fetch(
 
 def published_md5(url: str, *, timeout: float = 60.0) -> str:
     """The MD5 in GroupLens' `<zip>.md5` file (either `MD5 (f) = h` or `h  f`)."""
-    with _open(url + ".md5", timeout) as response:
-        text = response.read().decode("utf-8", errors="replace")
-    match = re.search(r"\b[0-9a-fA-F]{32}\b", text)
+    try:
+        with _open(url + ".md5", timeout) as response:
+            text = response.read(4096).decode("utf-8", errors="replace")
+    except (OSError, http.client.HTTPException) as e:
+        raise DataError(f"could not download {url}.md5: {e!r}") from None
+    # The whole file is the checksum line: not any 32 hex digits of, say, an HTML page.
+    match = re.fullmatch(r"\s*(?:MD5 \(.*\) = )?([0-9a-fA-F]{32})(?:\s+\S.*)?\s*", text)
     if match is None:
         raise DataError(f"{url}.md5: expected an MD5 checksum, got {text[:80]!r}")
-    return match.group(0).lower()
+    return match.group(1).lower()
 
 
-def _check_known(cache_dir: str, archive: str, url: str, info: dict) -> None:
-    """Records (size, SHA-256) of `archive` on first download; later ones must match."""
-    known_path = os.path.join(cache_dir, "downloads", "known.json")
-    known = aio.read_json(known_path) if os.path.exists(known_path) else {}
-    record = {"size": info["size"], "sha256": info["sha256"]}
-    if archive in known and known[archive] != record:
+def _records(path: str) -> dict:
+    """The JSON object at `path` ({} if there is none); DataError if it is damaged."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        records = aio.read_json(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not readable ({e}); delete it to start afresh") from None
+    if not isinstance(records, dict):
+        raise DataError(f"{path}: expected a JSON object; delete it to start afresh")
+    return records
+
+
+def _check_known(known_path: str, archive: str, url: str, info: dict) -> None:
+    """Raises if `archive` was recorded with another (size, SHA-256)."""
+    known = _records(known_path).get(archive)
+    if known is not None and known != {"size": info["size"], "sha256": info["sha256"]}:
         raise DataError(
-            f"checksum mismatch for {url}: size {record['size']} sha256 {record['sha256']}, "
-            f"recorded {known[archive]['size']} / {known[archive]['sha256']} in {known_path}"
+            f"checksum mismatch for {url}: size {info['size']} sha256 {info['sha256']}, "
+            f"recorded {known.get('size')} / {known.get('sha256')} in {known_path} (delete "
+            f"its {archive!r} entry if that first download was the bad one)"
         )
-    known[archive] = record
-    aio.write_json(known_path, known)
+
+
+def _record(path: str, key: str, value: dict) -> None:
+    records = _records(path)
+    records[key] = value
+    aio.write_json(path, records)
+
+
+def _unpacked_intact(target: str, cache_dir: str) -> bool:
+    """Whether the cached `target` is the file that was unpacked (size, then SHA-256)."""
+    record = _records(os.path.join(cache_dir, "downloads", "unpacked.json")).get(target)
+    if record is None:  # unpacked before records were kept: trusted, as then
+        return True
+    if os.path.getsize(target) != record["size"]:
+        return False
+    return file_checksum(target, cache_dir) == record["sha256"]
 
 
 def download_dataset(
@@ -133,18 +169,36 @@ def download_dataset(
         raise ConfigError(f"no download for dataset {dataset!r}; pass --data_dir or --data_path")
     default_url, archive, member, has_md5 = SOURCES[dataset]
     target = os.path.join(cache_dir, dataset, os.path.basename(member))
-    if os.path.isfile(target):
+    if os.path.isfile(target) and _unpacked_intact(target, cache_dir):
         return target
+    downloads = os.path.join(cache_dir, "downloads")
+    try:
+        os.makedirs(downloads, exist_ok=True)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            f"{cache_dir}: cannot write downloads there ({e.strerror}); pass another "
+            "--cache_dir (or set $ARM_JAX_CACHE)"
+        ) from None
     url = (base_url or default_url).rstrip("/") + "/" + archive
     md5 = published_md5(url, timeout=timeout) if has_md5 else None
-    zip_path = os.path.join(cache_dir, "downloads", archive)
-    info = fetch(url, zip_path, md5=md5, progress=progress, timeout=timeout)
+    known_path = os.path.join(downloads, "known.json")
+    zip_path = os.path.join(downloads, f"{archive}.{os.getpid()}")  # one per process
     try:
+        info = fetch(url, zip_path, md5=md5, progress=progress, timeout=timeout)
         if not has_md5:
-            _check_known(cache_dir, archive, url, info)
+            _check_known(known_path, archive, url, info)
         _extract(zip_path, member, target, url)
     finally:
-        os.remove(zip_path)
+        if os.path.exists(zip_path):
+            os.remove(zip_path)
+    if not has_md5:  # recorded once it has unpacked: a bad first download is not kept
+        _record(known_path, archive, {"size": info["size"], "sha256": info["sha256"]})
+    _record(
+        os.path.join(downloads, "unpacked.json"),
+        target,
+        {"size": os.path.getsize(target), "sha256": file_checksum(target, cache_dir)},
+    )
     return target
 
 
@@ -161,5 +215,5 @@ def _extract(zip_path: str, member: str, target: str, url: str) -> None:
                 member = found[0]
             with z.open(member) as src, aio.atomic_path(target) as tmp, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, _CHUNK)
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise DataError(f"{url}: not a valid zip archive ({e})") from None
