@@ -76,6 +76,13 @@ def test_l2_spelling_and_float64(tmp_path):
         (["--C=0"], "--C must be > 0"),
         (["--model=ease_ipw", "--beta=-1"], "--beta must be >= 0"),
         (["--C=0.1", "--l2=3"], "not both"),
+        # These used to run (the flag ignored) or, for the batch, to leave a config.json
+        # that refused the corrected rerun.
+        (["--warm_start"], "--warm_start: not used by --model=ease"),
+        (["--model=ease_ipw", "--B=-1", "--max_epochs=0"], "--B, --max_epochs: not used by"),
+        (["--model=rlarm", "--hidden_dim=3"], "--hidden_dim: not used by --model=rlarm"),
+        (["--model=rlarm", "--batch_size=5000"], "--batch_size=5000 is larger than the 2800"),
+        (["--min_uc=-1"], "--min_uc must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line_error(tmp_path, args, message):
@@ -83,6 +90,7 @@ def test_bad_input_is_one_line_error(tmp_path, args, message):
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 @pytest.mark.skipif(not DATA, reason="ARM_JAX_TEST_DATA unset")

@@ -157,6 +157,11 @@ def test_resume_may_extend_max_epochs(tmp_path):
         split, model="arm", config=_config(max_epochs=2), workdir=work, resume=True
     )
     assert [r["epoch"] for r in more.history] == [1, 2]
+    # ... but not shrink it below the epochs trained: the best epoch could lie beyond it.
+    with pytest.raises(ConfigError, match="has trained 2 epochs, more than --max_epochs=1"):
+        training.train_adversarial(
+            split, model="arm", config=_config(max_epochs=1), workdir=work, resume=True
+        )
 
 
 def test_train_benchmark_smoke():
