@@ -37,7 +37,7 @@ def evaluate_model(w: jax.Array, split: Split, part: str) -> dict[str, np.ndarra
 
     Returns the arrays of the `per_user_*.npz` file, each `[n_users]` (users with nothing
     held out are excluded, as in Liang et al.). The scores `x W` come from the fold-in
-    rows' nonzeros on a CPU (`training.predict_sparse`: at amazon-book size the dense
+    rows' nonzeros on a CPU (`products.predict_sparse`: at amazon-book size the dense
     product took ≈130 s for 7,059 users on 2 cores), from a dense product elsewhere.
     """
     fold_in, heldout = getattr(split, f"{part}_tr"), getattr(split, f"{part}_te")

@@ -34,7 +34,7 @@ from arm_jax import adversarial, gda, io, metrics
 from arm_jax.configs import ADVERSARIAL_MODELS, ModelConfig
 from arm_jax.ease import fit_ease, predict
 from arm_jax.errors import ConfigError
-from arm_jax.products import SparseBatch, batch_product, make_batch, resolve_product
+from arm_jax.products import make_batch, predict_sparse, resolve_product
 
 
 @dataclasses.dataclass
@@ -65,27 +65,6 @@ def adversary_scores(result: TrainResult, x: sp.csr_matrix, *, chunk_size: int =
     return adversarial.adversary_scores(
         result.adversary_apply, result.adversary, x, chunk_size=chunk_size
     )
-
-
-def predict_sparse(w: jax.Array, x: jax.Array) -> jax.Array:
-    """`x @ W` (= `ease.predict`) from the nonzeros of `x: [users, n]` where that pays.
-
-    For `metrics.evaluate` on a CPU: a dense `[1024, n] @ [n, n]` chunk costs minutes at
-    n ≈ 25k on 2 cores, the sparse scan a fraction of a second. Up to 32 nonzeros per
-    user on average go through the scan; a denser chunk falls back to the matmul.
-    """
-    users, n = x.shape
-    size = users * 32
-    count = jnp.sum(x != 0)
-
-    def sparse(_):
-        rows, cols = jnp.nonzero(x, size=size, fill_value=0)
-        vals = jnp.where(jnp.arange(size) < count, x[rows, cols], 0.0)
-        rows, cols = rows.astype(jnp.int32), cols.astype(jnp.int32)
-        batch = SparseBatch(rows, cols, vals, count.astype(jnp.int32), users, n)
-        return batch_product(w, batch, jnp.zeros_like(x), product="sparse")
-
-    return jax.lax.cond(count <= size, sparse, lambda _: x @ w, None)
 
 
 def scoring_function(product: str):

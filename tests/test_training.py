@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from arm_jax import adversarial as adv
-from arm_jax import configs, training
+from arm_jax import configs, products, training
 from arm_jax.errors import ConfigError
 
 
@@ -188,10 +188,10 @@ def test_sparse_validation_scores_match_the_dense_product():
     light = (rng.random((7, 30)) < 0.2).astype(np.float32)
     heavy = np.ones((2, 30), np.float32)  # over 32 items per user: the matmul fallback
     for x in (light, heavy):
-        got = training.predict_sparse(w, jnp.asarray(x))
+        got = products.predict_sparse(w, jnp.asarray(x))
         np.testing.assert_allclose(np.asarray(got), x @ np.asarray(w), rtol=1e-5, atol=1e-5)
     split = _split(10)
-    a = metrics.evaluate(training.predict_sparse, w, split.valid_tr, split.valid_te)
+    a = metrics.evaluate(products.predict_sparse, w, split.valid_tr, split.valid_te)
     b = metrics.evaluate(ease.predict, w, split.valid_tr, split.valid_te)
     np.testing.assert_allclose(a["ndcg@100"], b["ndcg@100"], rtol=1e-5, atol=1e-6)
 
