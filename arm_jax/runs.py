@@ -184,8 +184,10 @@ def align_runs(runs: list[ModelRun]) -> dict[str, ModelRun]:
     ref_sort = np.argsort(ref_ids, kind="stable")
     aligned = {}
     for run in ordered:
-        if run.data is not None and ref.data is not None and run.data != ref.data:
-            keys = sorted(k for k in {*run.data, *ref.data} if run.data.get(k) != ref.data.get(k))
+        # Keys both record (runs of other arm_jax versions may record more or fewer).
+        common = set(run.data or {}) & set(ref.data or {})
+        keys = sorted(k for k in common if run.data[k] != ref.data[k])
+        if keys:
             raise DataError(
                 f"{run.workdir} ({run.model}) and {ref.workdir} ({ref.model}) used different "
                 f"splits: config.json's data differs in {', '.join(keys)}"
