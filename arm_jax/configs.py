@@ -162,13 +162,21 @@ MODEL_DEFAULTS: dict[str, dict[str, dict]] = {**_PAPER, **_SMALL}
 SMALL_DATASETS = tuple(_SMALL)
 """Datasets with defaults of their own, chosen here on validation (not the paper's)."""
 
-_ADVERSARIAL_HP = ("C", "B", "learning_rate", "batch_size", "warmup_epochs", "warm_start")
+_LINEAR = ("C", "B", "learning_rate", "batch_size", "warmup_epochs", "warm_start")
 HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
     "ease": ("C",),
     "ease_ipw": ("C", "beta"),
-    "arm": _ADVERSARIAL_HP,
-    "rlarm": _ADVERSARIAL_HP,
-    "rlarm_nn": (*_ADVERSARIAL_HP[:3], "hidden_dim", *_ADVERSARIAL_HP[3:]),
+    "arm": _LINEAR,
+    "rlarm": _LINEAR,
+    "rlarm_nn": (
+        "C",
+        "B",
+        "learning_rate",
+        "hidden_dim",
+        "batch_size",
+        "warmup_epochs",
+        "warm_start",
+    ),
 }
 """The `ModelConfig` fields each model uses: what results record and a grid may sweep
 (max_epochs, patience, product and adam_eps say how a run is carried out, not which

@@ -86,7 +86,7 @@ def _differences(old, new, name: str) -> list[str]:
     return [] if old == new else [f"{name} {old!r}, not {new!r}"]
 
 
-def check_workdir(workdir: str, expected: dict) -> None:
+def check_workdir(workdir: str, expected: dict) -> dict:
     """Refuses a workdir whose `config.json` records a different run.
 
     Args:
@@ -94,13 +94,16 @@ def check_workdir(workdir: str, expected: dict) -> None:
       expected: the new run's `config.json` entries, or some of them: those of
         `RUN_IDENTITY` that it holds are compared with the recorded ones.
 
+    Returns:
+      The recorded `config.json` ({} where there is none).
+
     Raises:
       ConfigError: naming the workdir and the first entries that differ, so that a run
         never mixes its files with another's (or reuses another's results).
     """
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
-        return
+        return {}
     try:
         recorded = io.read_json(path)
     except (OSError, ValueError) as e:
@@ -110,6 +113,7 @@ def check_workdir(workdir: str, expected: dict) -> None:
     if diffs:
         shown = "; ".join(diffs[:3]) + ("; …" if len(diffs) > 3 else "")
         raise ConfigError(f"{workdir} holds another run ({shown}); use a new workdir")
+    return recorded
 
 
 def run_record(

@@ -20,7 +20,9 @@ from collections.abc import Callable
 import pandas as pd
 
 from arm_jax.configs import ADVERSARIAL_MODELS, MODELS, ModelConfig, model_config
+from arm_jax.data import split_stats
 from arm_jax.errors import ConfigError, DataError
+from arm_jax.experiment import check_workdir, hyperparameters, run_experiment
 from arm_jax.grids import cell_name
 from arm_jax.io import read_json
 
@@ -86,18 +88,15 @@ def _reusable(
     """
     if not is_finished(workdir):
         return False
-    from arm_jax.experiment import check_workdir, hyperparameters
-
     expected = {"model": model, "seed": seed, "dtype": "float32"}
     expected["hyperparameters"] = hyperparameters(model, config)
     if dataset is not None:
         expected["dataset"] = dataset
     if data is not None:
         expected["data"] = data
-    check_workdir(workdir, expected)
+    recorded = check_workdir(workdir, expected).get("model_config", {})
     if model not in ADVERSARIAL_MODELS:
         return True
-    recorded = read_json(os.path.join(workdir, "config.json")).get("model_config", {})
     old = (recorded.get("max_epochs"), recorded.get("patience"))
     new = (config.max_epochs, config.patience)
     if old == new:
@@ -139,19 +138,11 @@ def train_cell(
     """
     if _reusable(workdir, model=model, config=config, seed=seed, dataset=dataset, data=data):
         return workdir
-    from arm_jax.experiment import run_experiment  # JAX only where training happens
-
     resume = os.path.isdir(workdir) and model in ADVERSARIAL_MODELS
     run_experiment(
         load_split(), model=model, config=config, workdir=workdir, seed=seed, resume=resume
     )
     return workdir
-
-
-def _split_stats(split) -> dict:
-    from arm_jax.data import split_stats
-
-    return split_stats(split)
 
 
 def run_sweep(
@@ -184,7 +175,7 @@ def run_sweep(
     if num_workers < 1:
         raise ConfigError(f"--num_workers must be >= 1, got {num_workers}")
     split = load_split()
-    data = _split_stats(split)
+    data = split_stats(split)
     jobs = [
         dict(
             model=model,
@@ -296,7 +287,7 @@ def reproduce_models(
       The model workdirs, in `models` order.
     """
     split = load_split()
-    data = _split_stats(split)
+    data = split_stats(split)
     workdirs = []
     for model in models:
         given = {**(overrides or {}), **(best or {}).get(model, {})}

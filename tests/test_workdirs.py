@@ -9,7 +9,7 @@ import stat
 import numpy as np
 import pytest
 
-from arm_jax import configs, grids, io, load_split, run_experiment, sweep
+from arm_jax import configs, grids, io, load_split, run_experiment, split_stats, sweep
 from arm_jax.errors import ConfigError
 
 
@@ -139,10 +139,10 @@ def test_sweeps_reuse_cells_of_the_same_split_and_budget_only(tmp_path, split):
     assert best["metrics"] and all(k.startswith("valid_") for k in best["metrics"])
     path = str(tmp_path / "best.json")
     io.write_json(path, best)
-    data = sweep._split_stats(split)
+    data = split_stats(split)
     assert sweep.best_overrides([path], data=data) == {"arm": {"batch_size": 32}}
     with pytest.raises(ConfigError, match="a sweep on another split"):
-        sweep.best_overrides([path], data=sweep._split_stats(other))
+        sweep.best_overrides([path], data=split_stats(other))
     with pytest.raises(ConfigError, match="a sweep of 'arm', which --models does not train"):
         sweep.best_overrides([path], models=("ease", "rlarm"))
 
