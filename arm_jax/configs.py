@@ -9,6 +9,8 @@ number of training users. Steck's λ (the `--l2` spelling) equals `C·m`.
 """
 
 import dataclasses
+import math
+import numbers
 
 from arm_jax.errors import ConfigError
 from arm_jax.products import PRODUCTS
@@ -201,19 +203,56 @@ def model_config(dataset: str, model: str, **overrides) -> ModelConfig:
     return config
 
 
+_FLOATS = ("C", "beta", "B", "learning_rate", "adam_eps")
+_INTS = ("hidden_dim", "batch_size", "max_epochs", "patience", "warmup_epochs")
+# Past this a value overflows float32 (or, for counts, int32) in the computation.
+_FLOAT_MAX, _INT_MAX = 1e30, 2**31 - 1
+MAX_HIDDEN_DIM = 10_000
+"""d of R-LARM(NN): the paper's are 5-9; a wider adversary is a typo, not a model."""
+MAX_BETA = 10.0
+"""EASE-IPW's β: the paper's are 0.4-0.8; past ~70, θ^-β underflows to 0 for every user."""
+
+
+def _check_numbers(config: ModelConfig) -> None:
+    for name in _FLOATS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"--{name} must be a number, got {value!r}")
+        if not math.isfinite(value) or abs(value) > _FLOAT_MAX:
+            raise ConfigError(f"--{name} must be finite and at most {_FLOAT_MAX:g}, got {value}")
+    for name in _INTS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"--{name} must be an integer, got {value!r}")
+        if abs(value) > _INT_MAX:
+            raise ConfigError(f"--{name} must be at most {_INT_MAX}, got {value}")
+
+
 def validate_model_config(config: ModelConfig, model: str) -> None:
-    """Raises ConfigError naming the flag when a hyperparameter is out of range."""
+    """Raises ConfigError naming the flag when a hyperparameter is out of range.
+
+    Every number must be finite and of a size the computation holds (NaN, ±inf or 1e300
+    would train to a non-finite W with finite-looking metrics); the ones `model` uses
+    must be in their range.
+    """
+    _check_numbers(config)
     if config.C <= 0:
         raise ConfigError(f"--C must be > 0, got {config.C}")
     if config.beta < 0:
         raise ConfigError(f"--beta must be >= 0, got {config.beta}")
+    if config.beta > MAX_BETA:
+        raise ConfigError(f"--beta must be at most {MAX_BETA:g}, got {config.beta}")
     if model in ADVERSARIAL_MODELS:
         if config.B <= 0:
             raise ConfigError(f"--B must be > 0, got {config.B}")
         if config.learning_rate <= 0:
             raise ConfigError(f"--learning_rate must be > 0, got {config.learning_rate}")
-        if config.hidden_dim < 1:
-            raise ConfigError(f"--hidden_dim (d) must be >= 1, got {config.hidden_dim}")
+        if config.adam_eps <= 0:
+            raise ConfigError(f"adam_eps must be > 0, got {config.adam_eps}")
+        if not 1 <= config.hidden_dim <= MAX_HIDDEN_DIM:
+            raise ConfigError(
+                f"--hidden_dim (d) must be in [1, {MAX_HIDDEN_DIM}], got {config.hidden_dim}"
+            )
         if config.batch_size < 1:
             raise ConfigError(f"--batch_size must be >= 1, got {config.batch_size}")
         if config.max_epochs < 1 or config.patience < 1 or config.warmup_epochs < 0:
@@ -222,3 +261,13 @@ def validate_model_config(config: ModelConfig, model: str) -> None:
             raise ConfigError(
                 f"--product must be one of {', '.join(PRODUCTS)}, got {config.product!r}"
             )
+
+
+def config_warnings(config: ModelConfig, model: str) -> list[str]:
+    """Settings that are valid but probably not meant, as sentences (launch logs them)."""
+    if model in ADVERSARIAL_MODELS and config.warmup_epochs >= config.max_epochs:
+        return [
+            f"--warmup_epochs={config.warmup_epochs} >= --max_epochs={config.max_epochs}: "
+            "the adversary never trains (the run is the learner alone)"
+        ]
+    return []

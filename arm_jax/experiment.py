@@ -166,25 +166,34 @@ def run_experiment(
       The content of `results.json`.
 
     Raises:
-      ConfigError: a bad model or configuration, or a workdir holding another run
-        (`check_workdir`), or an adversarial run there without `resume`; raised before
-        anything is written.
+      ConfigError: a bad model or configuration, a workdir holding another run
+        (`check_workdir`), an adversarial run there without `resume`, or a closed form
+        with a non-finite W, raised before anything is written; a workdir in use by
+        another process (`io.workdir_lock`); a workdir that cannot be written (a file,
+        read-only, a full disk).
     """
     if model not in configs.MODELS:
         raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(configs.MODELS)}")
     configs.validate_model_config(config, model)
     record = {**run_record(split, model, config, seed=seed, dtype=dtype), **(extra_config or {})}
-    check_workdir(workdir, record)
+    try:
+        with io.workdir_lock(workdir):  # refuses a second run into `workdir` at once
+            check_workdir(workdir, record)
+            return _run_locked(
+                split, model, config, workdir, record, seed, dtype, resume, progress, callback
+            )
+    except OSError as e:  # a file in the way, a read-only folder, a full disk
+        raise ConfigError(io.os_error_message(e, f"the run's files in {workdir}")) from None
+
+
+def _run_locked(split, model, config, workdir, record, seed, dtype, resume, progress, callback):
+    start = time.perf_counter()
     if model in configs.ADVERSARIAL_MODELS:
         training.check_config(split, model, config)
         training.check_workdir(
             split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
         )
-    os.makedirs(workdir, exist_ok=True)
-    io.write_json(os.path.join(workdir, "config.json"), record)
-
-    start = time.perf_counter()
-    if model in configs.ADVERSARIAL_MODELS:
+        io.write_json(os.path.join(workdir, "config.json"), record)
         result = training.train_adversarial(
             split,
             model=model,
@@ -198,22 +207,17 @@ def run_experiment(
         )
         w = result.learner
         seconds = {"train": time.perf_counter() - start}
-        scores = training.adversary_scores(result, split.train)
-        extra = {} if split.train_groups is None else {"group": split.train_groups}
-        io.savez(
-            os.path.join(workdir, "adversary_scores.npz"),
-            user_ids=np.asarray(split.train_user_ids),
-            score=np.asarray(scores),
-            **extra,
-        )
-        leaves = jax.tree_util.tree_leaves_with_path(result.adversary)
-        io.savez(
-            os.path.join(workdir, "adversary.npz"),
-            **{jax.tree_util.keystr(p).strip("[]'\""): np.asarray(v) for p, v in leaves},
-        )
+        _save_adversary(workdir, result, split)
         training_info = {"best_epoch": result.best_epoch, "stop_reason": result.stop_reason}
     else:
         w, seconds = fit_closed_form(split, model, config, dtype=dtype)
+        if not bool(jnp.isfinite(w).all()):
+            raise ConfigError(
+                f"{model} with {hyperparameters(model, config)} gives a non-finite W on "
+                f"{split.dataset} ({split.train.shape[0]} training users); choose other "
+                "hyperparameters (nothing was written)"
+            )
+        io.write_json(os.path.join(workdir, "config.json"), record)
         training_info = {}
     ease.save_model(os.path.join(workdir, "model.npz"), w, item_ids=split.item_ids)
 
@@ -236,6 +240,37 @@ def run_experiment(
     }
     io.write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def _save_adversary(workdir: str, result: training.TrainResult, split: Split) -> None:
+    scores = training.adversary_scores(result, split.train)
+    extra = {} if split.train_groups is None else {"group": split.train_groups}
+    io.savez(
+        os.path.join(workdir, "adversary_scores.npz"),
+        user_ids=np.asarray(split.train_user_ids),
+        score=np.asarray(scores),
+        **extra,
+    )
+    leaves = jax.tree_util.tree_leaves_with_path(result.adversary)
+    io.savez(
+        os.path.join(workdir, "adversary.npz"),
+        **{jax.tree_util.keystr(p).strip("[]'\""): np.asarray(v) for p, v in leaves},
+    )
+
+
+def divergence(results: dict) -> str | None:
+    """Why a run's training stopped at a non-finite loss, as a sentence; None if it did
+    not. Such a run is not a success: its model is the last finite epoch's best."""
+    reason = str(results.get("stop_reason", ""))
+    if not reason.startswith("non-finite"):
+        return None
+    best = results.get("best_epoch")
+    kept = (
+        f"the model is epoch {best}'s"
+        if best
+        else "no epoch was evaluated: the model is not finite"
+    )
+    return f"training diverged ({reason}); {kept}: retrain with a smaller --learning_rate"
 
 
 def results_table(results: dict) -> str:

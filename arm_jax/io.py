@@ -5,13 +5,17 @@ over the destination only once the write has completed (`os.replace` is atomic o
 """
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from arm_jax.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -87,3 +91,92 @@ def savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """`np.savez` to `path` atomically (the name is kept exactly, no `.npz` added)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
+
+
+LOCK_NAME = ".lock"
+
+
+class WorkdirBusy(ConfigError):
+    """Another live process holds the workdir's lock."""
+
+
+def _holder(lock: str) -> str | None:
+    """Who holds `lock` ("pid N on HOST"), or None when it is stale (its process is
+    gone) or vanished."""
+    try:
+        with open(lock, encoding="utf-8") as f:
+            pid_text, _, host = f.read().partition(" ")
+    except FileNotFoundError:
+        return None
+    host = host.strip()
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return f"an unreadable lock ({lock})"
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+    return f"process {pid} on {host}"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str | os.PathLike) -> Iterator[None]:
+    """Holds `workdir/.lock` (the pid and host) for the block: one run per workdir.
+
+    Creates `workdir` if needed; if it created it and the block fails while it is still
+    empty, removes it again (a refused run leaves nothing). A lock whose process is dead
+    on this host (a killed run) is taken over.
+
+    Raises:
+      WorkdirBusy: another live process holds the lock.
+      OSError: the folder cannot be created or written (a file, read-only, disk full).
+    """
+    workdir = os.fspath(workdir)
+    created = not os.path.isdir(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    lock = os.path.join(workdir, LOCK_NAME)
+    for _ in range(3):  # a stale lock removed by a racing process: try again
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            holder = _holder(lock)
+            if holder is not None:
+                raise WorkdirBusy(
+                    f"{workdir} is in use by {holder} (its {LOCK_NAME}); wait for it, use "
+                    f"another workdir, or delete {lock} if no run is there"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)
+    else:
+        raise WorkdirBusy(f"{workdir}: cannot take {lock}; delete it if no run is there")
+    try:
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    finally:
+        os.close(fd)
+    try:
+        yield
+    except BaseException:
+        os.remove(lock)
+        if created and not os.listdir(workdir):
+            os.rmdir(workdir)
+        raise
+    os.remove(lock)
+
+
+def os_error_message(e: OSError, what: str) -> str:
+    """One line for a failed read or write of `what`: the path, the reason, what to do."""
+    path = e.filename or what
+    advice = {
+        errno.ENOSPC: "free space or use another folder",
+        errno.EROFS: "use a folder on a writable file system",
+        errno.EACCES: "check the permissions or use another path",
+        errno.EPERM: "check the permissions or use another path",
+        errno.ENOTDIR: "a file stands where a folder is needed; use another path",
+        errno.EEXIST: "a file stands where a folder is needed; use another path",
+    }.get(e.errno, "check the path")
+    return f"{path}: {e.strerror or e} ({what}); {advice}"

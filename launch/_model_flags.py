@@ -4,6 +4,8 @@ Every flag defaults to None, meaning "the value in arm_jax/configs.py for this d
 and model"; `model_config_from_flags` applies the ones given.
 """
 
+import math
+
 import jax
 from absl import flags
 
@@ -46,13 +48,19 @@ def setup_precision():
     return jax.numpy.float64
 
 
-def model_config_from_flags(dataset: str, n_train_users: int) -> configs.ModelConfig:
-    """`configs.model_config` for --model on `dataset` with the flags given."""
+def model_config_from_flags(dataset: str, n_train_users: int | None = None) -> configs.ModelConfig:
+    """`configs.model_config` for --model on `dataset` with the flags given.
+
+    Without `n_train_users` (before the data is read) --l2 is checked on its own and the
+    config has the default C: a check of the flags, not the run's config.
+    """
     if C.value is not None and L2.value is not None:
         raise ConfigError("give --C or --l2, not both (λ = C·m)")
-    if L2.value is not None and L2.value <= 0:
-        raise ConfigError(f"--l2 must be > 0, got {L2.value}")
-    c = L2.value / n_train_users if L2.value is not None else C.value
+    if L2.value is not None and not (math.isfinite(L2.value) and 0 < L2.value <= 1e30):
+        raise ConfigError(f"--l2 must be finite, > 0 and at most 1e30, got {L2.value}")
+    c = C.value
+    if L2.value is not None and n_train_users is not None:
+        c = L2.value / n_train_users
     given = dict(
         C=c,
         beta=BETA.value,

@@ -12,10 +12,11 @@ import os
 import _cli
 import _data_flags
 import _model_flags
-from absl import app, flags
+from absl import app, flags, logging
 
-from arm_jax import experiment
-from arm_jax.data import split_stats
+from arm_jax import configs, experiment
+from arm_jax.data import split_stats, split_warnings
+from arm_jax.errors import ArmJaxError
 
 WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default runs/DATASET/MODEL).")
 RESUME = flags.DEFINE_bool("resume", False, "Continue an adversarial run from its checkpoint.")
@@ -33,10 +34,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     model = _model_flags.check_model()
     dtype = _model_flags.setup_precision()
+    _model_flags.model_config_from_flags(_data_flags.DATASET.value)  # refused before reading
     split = _data_flags.load_split_from_flags()
     stats = split_stats(split)
     print(" ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict)))
     config = _model_flags.model_config_from_flags(split.dataset, split.train.shape[0])
+    for warning in split_warnings(split) + configs.config_warnings(config, model):
+        logging.warning("%s", warning)
     workdir = WORKDIR.value or os.path.join("runs", split.dataset, model)
     results = experiment.run_experiment(
         split,
@@ -52,6 +56,8 @@ def main(argv):
     )
     print(experiment.results_table(results))
     print(f"wrote {workdir}")
+    if experiment.divergence(results):  # said last, and not a success
+        raise ArmJaxError(f"{workdir}: {experiment.divergence(results)}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from arm_jax.data.readers import (
     read_msd_triplets,
     read_netflix,
 )
-from arm_jax.data.split import Split, liang_split, split_stats
+from arm_jax.data.split import Split, liang_split, split_stats, split_warnings
 from arm_jax.data.synthetic import GROUP_NAMES, make_synthetic, synthetic_split
 
 __all__ = [
@@ -34,5 +34,6 @@ __all__ = [
     "read_netflix",
     "read_parquet_split",
     "split_stats",
+    "split_warnings",
     "synthetic_split",
 ]

@@ -18,7 +18,9 @@ from arm_jax.data.split import MATRICES, Split
 from arm_jax.errors import DataError
 
 # Bump when the split or the cache layout changes, to invalidate old entries.
-CACHE_VERSION = 2  # 2: interactions ids are their text ("01" ≠ "1")
+# 2: interactions ids are their text ("01" ≠ "1"); 3: a repeated (user, item) pair counts
+# once, and an entry holds its key and the counts of dropped rows.
+CACHE_VERSION = 3
 _CHUNK = 1 << 22
 
 
@@ -65,13 +67,14 @@ def file_checksum(path: str, cache_dir: str) -> str:
     return memo[key]
 
 
-def split_key(dataset: str, files: list[str], options: dict, cache_dir: str) -> str:
-    """Cache key of a split: dataset, options and the checksums of its source files."""
+def split_key(dataset: str, files: list[str], options: dict, cache_dir: str, checksums=None) -> str:
+    """Cache key of a split: dataset, options and the checksums of its source files
+    (`checksums`, one per file, where the caller has them)."""
     record = {
         "version": CACHE_VERSION,
         "dataset": dataset,
         "options": options,
-        "files": [file_checksum(f, cache_dir) for f in files],
+        "files": list(checksums or [file_checksum(f, cache_dir) for f in files]),
     }
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -81,8 +84,8 @@ def split_path(cache_dir: str, dataset: str, key: str) -> str:
     return os.path.join(cache_dir, "splits", f"{dataset}-{key}.npz")
 
 
-def save_split(path: str, split: Split) -> None:
-    """Writes `split` to `path` atomically.
+def save_split(path: str, split: Split, key: str = "") -> None:
+    """Writes `split` to `path` atomically, with the cache `key` it is stored under.
 
     Raises:
       DataError: the cache folder cannot be written (read-only, or a file in the way).
@@ -99,6 +102,8 @@ def save_split(path: str, split: Split) -> None:
         if getattr(split, name) is not None:
             arrays[name] = getattr(split, name)
     arrays["dataset"] = np.asarray(split.dataset)
+    arrays["key"] = np.asarray(key)
+    arrays["counts"] = np.asarray([split.n_duplicates, split.n_infinite_ratings], np.int64)
     if split.group_names is not None:
         arrays["group_names"] = np.asarray(split.group_names, dtype=str)
     try:
@@ -110,20 +115,23 @@ def save_split(path: str, split: Split) -> None:
         ) from None
 
 
-def load_split_file(path: str) -> Split:
-    """Reads a split written by `save_split`.
+def load_split_file(path: str, key: str | None = None) -> Split:
+    """Reads a split written by `save_split`; with `key`, checks it was saved under it.
 
     Raises:
-      DataError: the file is damaged (truncated, overwritten, missing an array).
+      DataError: the file is damaged (truncated, overwritten, missing an array), or holds
+        another entry than `key` (a file copied or renamed into the cache).
     """
     try:
-        return _load_split_file(path)
+        return _load_split_file(path, key)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: damaged cache file ({type(e).__name__}: {e})") from None
 
 
-def _load_split_file(path: str) -> Split:
+def _load_split_file(path: str, key: str | None) -> Split:
     with np.load(path, allow_pickle=False) as z:
+        if key is not None and str(z["key"]) != key:
+            raise ValueError(f"it holds entry {str(z['key'])!r}, not {key!r}")
         fields = {}
         for name in MATRICES:
             indices = z[f"{name}_indices"]
@@ -138,6 +146,22 @@ def _load_split_file(path: str) -> Split:
         for name in ("train_groups", "valid_groups", "test_groups"):
             fields[name] = z[name] if name in z.files else None
         fields["dataset"] = str(z["dataset"])
+        fields["n_duplicates"], fields["n_infinite_ratings"] = (int(c) for c in z["counts"])
         if "group_names" in z.files:
             fields["group_names"] = tuple(str(s) for s in z["group_names"])
+    _check_shapes(fields)
     return Split(**fields)
+
+
+def _check_shapes(fields: dict) -> None:
+    """Raises ValueError unless the matrices and id arrays agree in size."""
+    n_items = fields["train"].shape[1]
+    rows = {"train": "train", "valid_tr": "valid", "valid_te": "valid", "test_tr": "test"}
+    rows["test_te"] = "test"
+    for name, part in rows.items():
+        m = fields[name]
+        n_ids = len(fields[f"{part}_user_ids"])
+        if m.shape != (n_ids, n_items) or (m.nnz and int(m.indices.max()) >= n_items):
+            raise ValueError(f"{name} is {m.shape}, its ids and items ({n_ids}, {n_items})")
+    if len(fields["item_ids"]) != n_items:
+        raise ValueError(f"{len(fields['item_ids'])} item ids for {n_items} columns")

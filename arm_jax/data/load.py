@@ -1,7 +1,9 @@
 """`load_split`: find (or download) a dataset's files, read, split, and cache the result."""
 
 import dataclasses
+import errno
 import glob
+import hashlib
 import os
 import re
 
@@ -194,7 +196,8 @@ def load_split(
         arguments of `make_synthetic` for `synthetic`.
 
     Returns:
-      The split, float32 0/1 CSR matrices with sorted indices.
+      The split, float32 0/1 CSR matrices with sorted indices, with the SHA-256 of the
+      files it was read from (`Split.checksums`).
 
     Raises:
       DataError, ConfigError: a user error, with a one-line message saying what and where.
@@ -212,19 +215,51 @@ def load_split(
     if unknown:
         raise ConfigError(f"unknown option(s) for {dataset}: {', '.join(sorted(unknown))}")
     cache_dir = cache_dir or cache.default_cache_dir()
-    files = _source_files(dataset, data_dir, data_path, cache_dir, download, options)
-    path = None
+    try:
+        return _load(dataset, opts, cache_dir, data_dir, data_path, sep, header, columns,
+                     use_cache, download, options)  # fmt: skip
+    except OSError as e:  # unreadable (permissions), a folder where a file is expected
+        raise DataError(_os_error(e)) from None
+
+
+def _os_error(e: OSError) -> str:
+    what = "cannot read it" if e.errno != errno.ENOSPC else "no space left on the device"
+    return f"{e.filename or 'a data file'}: {what} ({e.strerror or e}); check the path"
+
+
+def _checksums(files: list[str], cache_dir: str, use_cache: bool) -> list[str]:
+    if use_cache:
+        return [cache.file_checksum(f, cache_dir) for f in files]
+    return [cache.sha256_file(f) for f in files]
+
+
+def _recorded_checksums(files: list[str], sums: list[str]) -> tuple[tuple[str, str], ...]:
+    """(file name, SHA-256) per file; past 10 files (Netflix's 17,770), one digest of
+    them all, so that config.json stays short."""
+    if len(files) <= 10:
+        return tuple((os.path.basename(f), c) for f, c in zip(files, sums))
+    digest = hashlib.sha256(" ".join(sums).encode()).hexdigest()
+    return ((f"{len(files)} files ({os.path.basename(files[0])}, ...)", digest),)
+
+
+def _load(dataset, opts, cache_dir, data_dir, data_path, sep, header, columns, use_cache,
+          download_ok, options) -> Split:  # fmt: skip
+    files = _source_files(dataset, data_dir, data_path, cache_dir, download_ok, options)
+    sums = _checksums(files, cache_dir, use_cache)
+    checksums = _recorded_checksums(files, sums)
+    path = key = None
     if use_cache:
         key_options = dict(vars(opts))
         if dataset == "interactions":
             key_options.update(sep=sep, header=header, columns=columns)
-        key = cache.split_key(dataset, files, key_options, cache_dir)
+        key = cache.split_key(dataset, files, key_options, cache_dir, checksums=sums)
         path = cache.split_path(cache_dir, dataset, key)
         if os.path.isfile(path):
             try:
-                return cache.load_split_file(path)
+                split = cache.load_split_file(path, key)
+                return dataclasses.replace(split, checksums=checksums)
             except DataError:
-                pass  # damaged: rebuilt below and replaced atomically
+                pass  # damaged or another entry: rebuilt below and replaced atomically
     if dataset == "parquet_split":
         split = read_parquet_split(files, dataset)
     else:
@@ -238,5 +273,5 @@ def load_split(
         )
         split = liang_split(inter, opts, dataset=dataset)
     if path is not None:
-        cache.save_split(path, split)
-    return split
+        cache.save_split(path, split, key)
+    return dataclasses.replace(split, checksums=checksums)

@@ -3,6 +3,9 @@
 EASE (Steck 2019) and the paper reuse the preprocessing of the VAE-CF notebook. This
 module reproduces its output exactly, on arrays rather than per-user pandas groups:
 
+0. (not in the notebook, which assumes none) a (user, item) pair given by several rows
+   counts once: the last row in file order wins (its rating, its place), as a later
+   rating updates an earlier one; the split records how many rows were dropped;
 1. keep rows with rating > threshold;
 2. if min_sc > 0 drop items with fewer than min_sc rows, then drop users with fewer than
    min_uc rows (one pass each, in that order);
@@ -46,6 +49,10 @@ class Split:
       train_groups, valid_groups, test_groups: planted group label per user (synthetic
         data only; 0 is the majority).
       group_names: the name of each group label.
+      n_duplicates: rows dropped as repeats of an earlier (user, item) pair.
+      n_infinite_ratings: rows whose rating is ±inf (before filtering).
+      checksums: (file name, SHA-256) of each file the split was read from; None for
+        generated data.
     """
 
     train: sp.csr_matrix
@@ -62,6 +69,9 @@ class Split:
     valid_groups: np.ndarray | None = None
     test_groups: np.ndarray | None = None
     group_names: tuple[str, ...] | None = None
+    n_duplicates: int = 0
+    n_infinite_ratings: int = 0
+    checksums: tuple[tuple[str, str], ...] | None = None
 
     @property
     def n_items(self) -> int:
@@ -82,15 +92,27 @@ def binary_csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp
     return m
 
 
-def filter_rows(inter: Interactions, options: SplitOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 1-2: (user, item) codes of the rows that survive the filters, in file order."""
-    user, item = inter.user, inter.item
+def last_of_duplicates(inter: Interactions) -> np.ndarray:
+    """Step 0: [n_rows] bool, False for a row whose (user, item) pair a later row repeats."""
+    key = inter.user * np.int64(max(len(inter.item_ids), 1)) + inter.item
+    return ~pd.Series(key).duplicated(keep="last").to_numpy()
+
+
+def filter_rows(
+    inter: Interactions, options: SplitOptions, *, last: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 0-2: (user, item) codes of the rows that survive the filters, in file order.
+
+    `last` is `last_of_duplicates(inter)`, if the caller has it.
+    """
+    last = last_of_duplicates(inter) if last is None else last
+    user, item = inter.user[last], inter.item[last]
     if options.rating_threshold is not None:
         if inter.rating is None:
             raise ConfigError(
                 f"{inter.source}: has no ratings, so --rating_threshold must be unset"
             )
-        keep = inter.rating > options.rating_threshold
+        keep = inter.rating[last] > options.rating_threshold
         user, item = user[keep], item[keep]
     if options.min_sc > 0:
         keep = np.bincount(item, minlength=len(inter.item_ids))[item] >= options.min_sc
@@ -99,18 +121,23 @@ def filter_rows(inter: Interactions, options: SplitOptions) -> tuple[np.ndarray,
         keep = np.bincount(user, minlength=len(inter.user_ids))[user] >= options.min_uc
         user, item = user[keep], item[keep]
     if user.size == 0:
-        filters = [
-            text
-            for text, active in (
-                (f"rating > {options.rating_threshold}", options.rating_threshold is not None),
-                (f"items with >= {options.min_sc} rows", options.min_sc > 0),
-                (f"users with >= {options.min_uc} rows", options.min_uc > 0),
-            )
-            if active
-        ]
-        kept = f"after filtering (kept {', '.join(filters)})" if filters else "(no rows)"
+        kept = _filters(options)
+        kept = f"after filtering (kept {kept})" if kept else "(no rows)"
         raise DataError(f"{inter.source}: no interactions left {kept}")
     return user, item
+
+
+def _filters(options: SplitOptions) -> str:
+    """The active filters, in words."""
+    return ", ".join(
+        text
+        for text, active in (
+            (f"rating > {options.rating_threshold}", options.rating_threshold is not None),
+            (f"items with >= {options.min_sc} rows", options.min_sc > 0),
+            (f"users with >= {options.min_uc} rows", options.min_uc > 0),
+        )
+        if active
+    )
 
 
 def _holdout_mask(ascending_key: np.ndarray) -> np.ndarray:
@@ -144,13 +171,21 @@ def liang_split(inter: Interactions, options: SplitOptions, *, dataset: str = ""
     Returns:
       The split; see the module docstring for the exact procedure.
     """
-    user, item = filter_rows(inter, options)
+    last = last_of_duplicates(inter)
+    user, item = filter_rows(inter, options, last=last)
     present = np.unique(user)
     sorted_users = present[np.argsort(inter.user_ids[present], kind="stable")]
     n_users = len(sorted_users)
     h = options.n_heldout_users
     if h is None:
         h = n_users // 10
+    if options.n_heldout_users is None and (h < 1 or n_users - 2 * h < 1):
+        kept = f" (kept {_filters(options)})" if _filters(options) else ""
+        raise DataError(
+            f"{inter.source}: only {n_users} users left after filtering{kept}, too few for "
+            f"train, validation and test users (by default 10% each: {h}); the split needs "
+            "at least 10, or 3 with --n_heldout_users=1; relax the filters (--min_uc)"
+        )
     if h < 1 or n_users - 2 * h < 1:
         raise DataError(
             f"{inter.source}: --n_heldout_users={h} does not fit {n_users} users left after "
@@ -188,6 +223,8 @@ def liang_split(inter: Interactions, options: SplitOptions, *, dataset: str = ""
         test_user_ids=ids[n_train + h :],
         item_ids=inter.item_ids[train_items],
         dataset=dataset,
+        n_duplicates=int(last.size - last.sum()),
+        n_infinite_ratings=0 if inter.rating is None else int(np.isinf(inter.rating).sum()),
     )
 
 
@@ -208,6 +245,11 @@ def split_stats(split: Split) -> dict:
     stats["mean_train_items_per_user"] = (
         float(split.train.nnz / split.train.shape[0]) if split.train.shape[0] else 0.0
     )
+    stats["n_duplicates_dropped"] = int(split.n_duplicates)
+    if split.n_infinite_ratings:
+        stats["n_infinite_ratings"] = int(split.n_infinite_ratings)
+    if split.checksums is not None:
+        stats["sha256"] = dict(split.checksums)
     if split.group_names is not None:
         for part in ("train", "valid", "test"):
             labels = getattr(split, f"{part}_groups")
@@ -216,3 +258,22 @@ def split_stats(split: Split) -> dict:
                 name: int(n) for name, n in zip(split.group_names, counts)
             }
     return stats
+
+
+def split_warnings(split: Split) -> list[str]:
+    """What a reader of the results should know about the data, as sentences (the
+    library returns them; launch scripts log them)."""
+    out = []
+    if split.n_duplicates:
+        out.append(
+            f"{split.dataset}: dropped {split.n_duplicates} rows repeating a (user, item) "
+            "pair (the last row of a pair wins)"
+        )
+    if split.n_infinite_ratings:
+        out.append(f"{split.dataset}: {split.n_infinite_ratings} ratings are infinite")
+    if split.n_items < 100:
+        out.append(
+            f"{split.dataset}: only {split.n_items} items, fewer than k=100: NDCG@100 ranks "
+            "every item" + (" and Recall@50 is 1" if split.n_items <= 50 else "")
+        )
+    return out
