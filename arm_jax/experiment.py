@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import configs, ease, io, metrics, training
+from arm_jax import configs, ease, identity, io, metrics, training
 from arm_jax.data import Split, split_stats
 from arm_jax.errors import ConfigError
 
@@ -73,26 +73,14 @@ def hyperparameters(model: str, config: configs.ModelConfig) -> dict:
     return {name: getattr(config, name) for name in configs.HYPERPARAMETERS[model]}
 
 
-RUN_IDENTITY = ("dataset", "model", "seed", "dtype", "hyperparameters", "data")
-"""The `config.json` entries that make two runs the same run. The others (max_epochs,
-patience, the product, data flags, the backend) may change when a run is resumed or
-redone."""
-
-
-def _differences(old, new, name: str) -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = list(new) + [k for k in old if k not in new]
-        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{name}.{k}")]
-    return [] if old == new else [f"{name} {old!r}, not {new!r}"]
-
-
 def check_workdir(workdir: str, expected: dict) -> dict:
     """Refuses a workdir whose `config.json` records a different run.
 
     Args:
       workdir: a model workdir (it need not exist).
       expected: the new run's `config.json` entries, or some of them: those of
-        `RUN_IDENTITY` that it holds are compared with the recorded ones.
+        `identity.RUN_IDENTITY` that it holds are compared with the recorded ones
+        (`identity.identity_differences`).
 
     Returns:
       The recorded `config.json` ({} where there is none).
@@ -108,8 +96,7 @@ def check_workdir(workdir: str, expected: dict) -> dict:
         recorded = io.read_json(path)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: not a readable config.json ({e}); use a new workdir") from e
-    new = io.to_json_value({k: expected[k] for k in RUN_IDENTITY if k in expected})
-    diffs = [d for k in new if k in recorded for d in _differences(recorded[k], new[k], k)]
+    diffs = identity.identity_differences(recorded, expected)
     if diffs:
         shown = "; ".join(diffs[:3]) + ("; …" if len(diffs) > 3 else "")
         raise ConfigError(f"{workdir} holds another run ({shown}); use a new workdir")
@@ -122,17 +109,16 @@ def run_record(
     """The `config.json` content of a run (without extra settings)."""
     from arm_jax import __version__
 
-    return {
-        "dataset": split.dataset,
-        "model": model,
-        "seed": seed,
-        "dtype": jnp.dtype(dtype).name,
-        "backend": jax.default_backend(),
-        "hyperparameters": hyperparameters(model, config),
-        "model_config": dataclasses.asdict(config),
-        "data": split_stats(split),
-        "version": __version__,
-    }
+    record = identity.run_identity(
+        dataset=split.dataset,
+        model=model,
+        config=config,
+        seed=seed,
+        dtype=dtype,
+        data=split_stats(split),
+    )
+    record.update(backend=jax.default_backend(), model_config=dataclasses.asdict(config))
+    return {**record, "version": __version__}
 
 
 def run_experiment(

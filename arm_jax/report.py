@@ -47,6 +47,7 @@ class Analysis:
       groups: `group_table`, None without planted groups.
       adversary_auc: `adversary_auc_table`, None without scored planted groups.
       alpha: the significance level of Figure 2.
+      warnings: what a reader must know first, e.g. a run whose training diverged.
     """
 
     dataset: str
@@ -59,6 +60,16 @@ class Analysis:
     groups: pd.DataFrame | None
     adversary_auc: pd.DataFrame | None
     alpha: float
+    warnings: tuple[str, ...] = ()
+
+
+def _warnings(runs: dict[str, ModelRun]) -> tuple[str, ...]:
+    """A run whose training stopped at a non-finite loss is not a success: say so."""
+    return tuple(
+        f"{m} ({r.workdir}): training diverged: {r.stop_reason}"
+        for m, r in runs.items()
+        if str(r.stop_reason).startswith("non-finite")
+    )
 
 
 def analyze(
@@ -112,6 +123,7 @@ def analyze(
         groups=groups if len(groups) else None,
         adversary_auc=auc if len(auc) else None,
         alpha=alpha,
+        warnings=_warnings(runs),
     )
 
 
@@ -165,6 +177,7 @@ def summary(analysis: Analysis) -> dict:
         "workdirs": analysis.workdirs,
         "hyperparameters": analysis.settings,
         "alpha": analysis.alpha,
+        "warnings": list(analysis.warnings),
         "definitions": {
             "se": "std(ddof=1)/sqrt(n)",
             "fold_in_buckets": "equal-size buckets of users sorted (stable) by n_fold_in",
@@ -196,7 +209,9 @@ def _title(analysis: Analysis, models: list[str], *, width: int = 120) -> str:
 
 def summary_markdown(analysis: Analysis) -> str:
     """A short Markdown summary: Table 2, Figure 2 at the extreme q, the AUCs."""
-    text = f"# {analysis.dataset} ({analysis.split} users)\n\n## Table 2\n\n"
+    text = f"# {analysis.dataset} ({analysis.split} users)\n\n"
+    text += "".join(f"**Warning:** {w}\n\n" for w in analysis.warnings)
+    text += "## Table 2\n\n"
     text += markdown_table(analysis.table2.drop(columns=["model"]), pm=METRICS)
     wu = analysis.worst_users
     if len(wu):

@@ -33,6 +33,7 @@ class ModelRun:
       per_user: arrays of the split, each [n_users]: PER_USER_KEYS and maybe `group`.
       adversary: `user_ids`, `score` (and maybe `group`), each [n_train_users], or None.
       data: config.json's statistics of the split the run used (None if absent).
+      stop_reason: why training stopped, from results.json (None for closed forms).
     """
 
     workdir: str
@@ -42,6 +43,7 @@ class ModelRun:
     per_user: dict
     adversary: dict | None
     data: dict | None = None
+    stop_reason: str | None = None
 
 
 def _load_npz(path: str, required: tuple[str, ...]) -> dict:
@@ -93,10 +95,14 @@ def load_run(workdir: str, *, split: str = "test") -> ModelRun:
     if model not in MODEL_ORDER:
         raise DataError(f"{config_path}: model {model!r} not one of {', '.join(MODEL_ORDER)}")
     results_path = os.path.join(workdir, "results.json")
+    reason = None
     if os.path.isfile(results_path):
         results = _read_object(results_path)
-        reason = str(results.get("stop_reason", ""))
-        if reason.startswith("non-finite") and not results.get("best_epoch"):
+        reason = results.get("stop_reason")
+        reason = None if reason is None else str(reason)
+        if str(reason).startswith("non-finite") and results.get("best_epoch"):
+            reason += f" (the model is epoch {results['best_epoch']}'s)"
+        if str(reason).startswith("non-finite") and not results.get("best_epoch"):
             raise DataError(
                 f"{results_path}: training diverged before its first evaluation ({reason}); "
                 "retrain with a smaller learning rate"
@@ -125,6 +131,7 @@ def load_run(workdir: str, *, split: str = "test") -> ModelRun:
         per_user=per_user,
         adversary=adversary,
         data=data if isinstance(data, dict) else None,
+        stop_reason=reason,
     )
 
 

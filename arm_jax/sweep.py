@@ -22,8 +22,9 @@ import pandas as pd
 from arm_jax.configs import ADVERSARIAL_MODELS, MODELS, ModelConfig, model_config
 from arm_jax.data import split_stats
 from arm_jax.errors import ConfigError, DataError
-from arm_jax.experiment import check_workdir, hyperparameters, run_experiment
+from arm_jax.experiment import check_workdir, run_experiment
 from arm_jax.grids import cell_name
+from arm_jax.identity import run_identity
 from arm_jax.io import read_json
 
 SELECTION_METRIC = "valid_ndcg@100"
@@ -88,12 +89,10 @@ def _reusable(
     """
     if not is_finished(workdir):
         return False
-    expected = {"model": model, "seed": seed, "dtype": "float32"}
-    expected["hyperparameters"] = hyperparameters(model, config)
-    if dataset is not None:
-        expected["dataset"] = dataset
-    if data is not None:
-        expected["data"] = data
+    expected = run_identity(
+        dataset=dataset, model=model, config=config, seed=seed, dtype="float32", data=data
+    )
+    expected = {k: v for k, v in expected.items() if v is not None}  # unknown: not compared
     recorded = check_workdir(workdir, expected).get("model_config", {})
     if model not in ADVERSARIAL_MODELS:
         return True

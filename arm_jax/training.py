@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from arm_jax import adversarial, gda, io, metrics
+from arm_jax import adversarial, gda, identity, io, metrics
 from arm_jax.configs import ADVERSARIAL_MODELS, ModelConfig
+from arm_jax.data import Split, split_stats
 from arm_jax.ease import fit_ease, predict
 from arm_jax.errors import ConfigError
 from arm_jax.products import make_batch, predict_sparse, resolve_product
@@ -94,12 +95,11 @@ def _fingerprint(split, model: str, config: ModelConfig, seed: int, dtype) -> di
     trajectory = dataclasses.asdict(config)
     del trajectory["max_epochs"], trajectory["patience"]
     train = split.train
+    data = split_stats(split) if isinstance(split, Split) else {}
+    run = dict(dataset=getattr(split, "dataset", ""), model=model, config=config, seed=seed)
     return {
-        "dataset": getattr(split, "dataset", ""),
-        "model": model,
+        **identity.run_identity(**run, dtype=dtype, data=data),  # the data's checksums too
         "config": trajectory,
-        "seed": int(seed),
-        "dtype": jnp.dtype(dtype).name,
         "train_shape": list(train.shape),
         "train_nnz": int(train.nnz),
         "train_checksum": hashlib.sha256(train.indices.tobytes()).hexdigest()[:16],

@@ -32,6 +32,8 @@ def main(argv):
     written = report.write_report(analysis, _OUTDIR.value)
     print(report.summary_markdown(analysis))
     print(f"wrote {len(written)} files to {_OUTDIR.value}")
+    for warning in analysis.warnings:  # last, where it is seen
+        print(f"warning: {warning}")
 
 
 if __name__ == "__main__":

@@ -20,10 +20,30 @@ from arm_jax.errors import DataError
 ENCODING = "utf-8-sig"
 
 
+# Files that hold NUL bytes by design: Parquet, gzip, bzip2, zip, xz, zstd.
+_BINARY_MAGIC = (b"PAR1", b"\x1f\x8b", b"BZh", b"PK\x03\x04", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
+
+
 def check_file(path: str, what: str) -> None:
-    """Raises DataError unless `path` is a readable regular file."""
+    """Raises DataError unless `path` is a readable regular file of text (or a format
+    of its own: Parquet, compressed); a UTF-16 file is named as such."""
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, not a file (expected {what})")
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found (expected {what})")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror}; expected {what})") from None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+        b"\x00" in head and not head.startswith(_BINARY_MAGIC)
+    ):
+        kind = "UTF-16 text" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "NUL bytes"
+        raise DataError(
+            f"{path}: holds {kind} (UTF-16, or not text); expected {what} as UTF-8 text: "
+            "save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"
+        )
 
 
 def scan_lines(path: str, check: Callable[[str], None], *, skip: int = 0, data=None):
@@ -115,6 +135,8 @@ def read_delimited(
         where = f":{match.group(1)}" if match else ""
         raise DataError(f"{path}{where}: {e}".replace("\n", " ")) from None
     frame = _drop_whitespace_rows(frame)
+    if frame.shape[0] == 0:
+        raise DataError(f"{path}: no data rows, only a header line (expected {expected})")
     # Ids ("any" columns) are text: read as numbers, "01" and "1" would be one id and
     # "01" would lose its zero. The fast numeric read stands where no field can be such.
     ids = [
@@ -131,9 +153,10 @@ def read_delimited(
     out = []
     for pos, kind in zip(positions, kinds):
         if pos >= frame.shape[1]:
+            hint = f"; is the separator {sep!r}? give --sep" if frame.shape[1] == 1 else ""
             raise DataError(
                 f"{path}: has {frame.shape[1]} columns, so there is no column {pos} "
-                f"(0-based) for the {expected}"
+                f"(0-based) for the {expected}{hint}"
             )
         values = frame.iloc[:, pos]
         bad = values.isna().to_numpy().copy()
