@@ -198,6 +198,8 @@ def model_config(dataset: str, model: str, **overrides) -> ModelConfig:
     unknown = set(given) - {f.name for f in dataclasses.fields(ModelConfig)}
     if unknown:
         raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
+    # An integer where a float is meant (learning_rate=1) would reach JAX as an int32.
+    given = {k: float(v) if k in _FLOATS and type(v) is int else v for k, v in given.items()}
     config = dataclasses.replace(ModelConfig(), **{**table.get(model, {}), **given})
     validate_model_config(config, model)
     return config
