@@ -24,7 +24,7 @@ from arm_jax.data import split_stats
 from arm_jax.errors import ConfigError, DataError
 from arm_jax.experiment import check_workdir, run_experiment
 from arm_jax.grids import cell_name
-from arm_jax.identity import run_identity
+from arm_jax.identity import identity_differences, run_identity
 from arm_jax.io import read_json
 
 SELECTION_METRIC = "valid_ndcg@100"
@@ -249,7 +249,8 @@ def best_overrides(
             raise ConfigError(f"{path}: not a sweep's best.json ({e})") from e
         if dataset is not None and swept != dataset:
             raise ConfigError(f"{path}: a sweep on {swept!r}, not on --dataset={dataset!r}")
-        if data is not None and best.get("data") not in (None, data):
+        recorded = {"data": best.get("data")} if isinstance(best.get("data"), dict) else {}
+        if data is not None and identity_differences(recorded, {"data": data}):
             raise ConfigError(f"{path}: a sweep on another split of {swept!r} (data differ)")
         if models is not None and model not in models:
             raise ConfigError(f"{path}: a sweep of {model!r}, which --models does not train")
