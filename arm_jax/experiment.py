@@ -6,7 +6,8 @@
 - `config.json`: every setting, the dataset statistics and the package version;
 - `results.json`: `{"dataset", "model", "hyperparameters", "valid", "test", "seconds"}`
   with means, standard errors and `n_users` of NDCG@100, Recall@20 and Recall@50;
-- `per_user_valid.npz`, `per_user_test.npz`: `user_ids`, the three metrics, `n_fold_in`,
+- `per_user_valid.npz`, `per_user_test.npz`: `user_ids`, the three metrics, `best_rank`
+  (rank of the best-placed held-out item; absent in older workdirs), `n_fold_in`,
   `n_heldout`, `sq_loss` (‖x − xW‖² over the user's whole row) and, on synthetic data,
   `group`; one entry per evaluated user;
 - `model.npz`: W and the item ids (`arm_jax.load_model`); adversarial models also write
