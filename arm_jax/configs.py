@@ -62,8 +62,8 @@ def split_options(dataset: str, **overrides) -> SplitOptions:
 
 
 # ---------------------------------------------------------------------------- models
-MODELS = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn")
-ADVERSARIAL_MODELS = ("arm", "rlarm", "rlarm_nn")
+MODELS = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn", "cvar_ease", "edlae", "group_dro")
+ADVERSARIAL_MODELS = ("arm", "rlarm", "rlarm_nn", "group_dro")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +85,10 @@ class ModelConfig:
       warm_start: start W from the EASE closed form instead of Glorot-normal.
       product: how `x_u W` is computed: "auto", "dense", "sparse" or "segment"
         (`arm_jax.products`).
+      alpha, rounds: CVaR-EASE's share of worst users and reweighting rounds
+        (`arm_jax.closed_form`).
+      dropout_p: EDLAE's dropout probability p (`arm_jax.closed_form`).
+      groups: group DRO's activity groups (`arm_jax.group_dro`).
     """
 
     C: float = 0.005
@@ -99,6 +103,10 @@ class ModelConfig:
     adam_eps: float = 1e-7
     warm_start: bool = False
     product: str = "auto"
+    alpha: float = 0.2
+    rounds: int = 3
+    dropout_p: float = 0.25
+    groups: int = 10
 
 
 # The paper's published choices (Table 2 runs; issues #3 and #4). ARM shares R-LARM's.
@@ -141,6 +149,9 @@ _SMALL: dict[str, dict[str, dict]] = {
         "arm": dict(C=0.4, B=100.0, learning_rate=5e-4, batch_size=128),
         "rlarm": dict(C=0.4, B=100.0, learning_rate=5e-4, batch_size=128),
         "rlarm_nn": dict(C=0.4, B=100.0, learning_rate=5e-4, batch_size=128, hidden_dim=5),
+        "cvar_ease": dict(C=0.2, alpha=0.2, rounds=3),
+        "edlae": dict(C=0.2, dropout_p=0.25),
+        "group_dro": dict(C=0.4, B=1.0, learning_rate=5e-4, batch_size=128, groups=10),
     },
     "ml-100k": {
         "ease": dict(C=0.5),
@@ -177,6 +188,9 @@ HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
         "warmup_epochs",
         "warm_start",
     ),
+    "cvar_ease": ("C", "alpha", "rounds"),
+    "edlae": ("C", "dropout_p"),
+    "group_dro": (*_LINEAR, "groups"),
 }
 """The `ModelConfig` fields each model uses: what results record and a grid may sweep
 (max_epochs, patience, product and adam_eps say how a run is carried out, not which
@@ -207,6 +221,7 @@ def validate_model_config(config: ModelConfig, model: str) -> None:
         raise ConfigError(f"--C must be > 0, got {config.C}")
     if config.beta < 0:
         raise ConfigError(f"--beta must be >= 0, got {config.beta}")
+    _validate_worst_case(config, model)
     if model in ADVERSARIAL_MODELS:
         if config.B <= 0:
             raise ConfigError(f"--B must be > 0, got {config.B}")
@@ -222,3 +237,16 @@ def validate_model_config(config: ModelConfig, model: str) -> None:
             raise ConfigError(
                 f"--product must be one of {', '.join(PRODUCTS)}, got {config.product!r}"
             )
+
+
+def _validate_worst_case(config: ModelConfig, model: str) -> None:
+    """CVaR-EASE's α and rounds, EDLAE's dropout p, group DRO's groups (>= 2 here; at
+    most the training users is checked where the split is known)."""
+    if model == "cvar_ease" and not 0 < config.alpha <= 1:
+        raise ConfigError(f"--alpha (CVaR level) must be in (0, 1], got {config.alpha}")
+    if model == "cvar_ease" and (int(config.rounds) != config.rounds or config.rounds < 1):
+        raise ConfigError(f"--rounds must be an integer >= 1, got {config.rounds}")
+    if model == "edlae" and not 0 <= config.dropout_p < 1:
+        raise ConfigError(f"--dropout_p must be in [0, 1), got {config.dropout_p}")
+    if model == "group_dro" and (int(config.groups) != config.groups or config.groups < 2):
+        raise ConfigError(f"--groups must be an integer >= 2, got {config.groups}")
