@@ -85,8 +85,8 @@ class ModelConfig:
       warm_start: start W from the EASE closed form instead of Glorot-normal.
       product: how `x_u W` is computed: "auto", "dense", "sparse" or "segment"
         (`arm_jax.products`).
-      alpha, rounds: CVaR-EASE's share of worst users and reweighting rounds
-        (`arm_jax.closed_form`).
+      alpha, rounds, cvar_loss: CVaR-EASE's share of worst users, reweighting rounds and
+        per-user loss, "squared" or "rank" (`arm_jax.closed_form`).
       dropout_p: EDLAE's dropout probability p (`arm_jax.closed_form`).
       groups: group DRO's activity groups (`arm_jax.group_dro`).
     """
@@ -105,6 +105,7 @@ class ModelConfig:
     product: str = "auto"
     alpha: float = 0.2
     rounds: int = 3
+    cvar_loss: str = "squared"
     dropout_p: float = 0.25
     groups: int = 10
 
@@ -149,7 +150,7 @@ _SMALL: dict[str, dict[str, dict]] = {
         "arm": dict(C=0.4, B=100.0, learning_rate=5e-4, batch_size=128),
         "rlarm": dict(C=0.4, B=100.0, learning_rate=5e-4, batch_size=128),
         "rlarm_nn": dict(C=0.4, B=100.0, learning_rate=5e-4, batch_size=128, hidden_dim=5),
-        "cvar_ease": dict(C=0.2, alpha=0.2, rounds=3),
+        "cvar_ease": dict(C=0.2, alpha=0.2, rounds=3, cvar_loss="rank"),  # α not tuned
         "edlae": dict(C=0.2, dropout_p=0.25),
         "group_dro": dict(C=0.4, B=1.0, learning_rate=5e-4, batch_size=128, groups=10),
     },
@@ -159,6 +160,10 @@ _SMALL: dict[str, dict[str, dict]] = {
         "arm": dict(C=1.0, B=100.0, learning_rate=1e-3, batch_size=64),
         "rlarm": dict(C=1.0, B=100.0, learning_rate=1e-3, batch_size=64),
         "rlarm_nn": dict(C=1.0, B=100.0, learning_rate=1e-3, batch_size=64, hidden_dim=5),
+        # CVaR-EASE and EDLAE: EASE's C, not tuned here.
+        "cvar_ease": dict(C=0.5),
+        "edlae": dict(C=0.5),
+        "group_dro": dict(C=1.0, B=1.0, learning_rate=1e-3, batch_size=64),
     },
     "ml-latest-small": {
         "ease": dict(C=0.2),
@@ -166,6 +171,10 @@ _SMALL: dict[str, dict[str, dict]] = {
         "arm": dict(C=0.4, B=100.0, learning_rate=1e-3, batch_size=64),
         "rlarm": dict(C=0.4, B=100.0, learning_rate=2e-3, batch_size=64),
         "rlarm_nn": dict(C=0.4, B=100.0, learning_rate=2e-3, batch_size=64, hidden_dim=5),
+        # CVaR-EASE and EDLAE: EASE's C, not tuned here.
+        "cvar_ease": dict(C=0.2),
+        "edlae": dict(C=0.2),
+        "group_dro": dict(C=0.4, B=1.0, learning_rate=1e-3, batch_size=64),
     },
 }
 
@@ -188,7 +197,7 @@ HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
         "warmup_epochs",
         "warm_start",
     ),
-    "cvar_ease": ("C", "alpha", "rounds"),
+    "cvar_ease": ("C", "alpha", "rounds", "cvar_loss"),
     "edlae": ("C", "dropout_p"),
     "group_dro": (*_LINEAR, "groups"),
 }
@@ -246,6 +255,8 @@ def _validate_worst_case(config: ModelConfig, model: str) -> None:
         raise ConfigError(f"--alpha (CVaR level) must be in (0, 1], got {config.alpha}")
     if model == "cvar_ease" and (int(config.rounds) != config.rounds or config.rounds < 1):
         raise ConfigError(f"--rounds must be an integer >= 1, got {config.rounds}")
+    if model == "cvar_ease" and config.cvar_loss not in ("squared", "rank"):
+        raise ConfigError(f"--cvar_loss must be squared or rank, got {config.cvar_loss!r}")
     if model == "edlae" and not 0 <= config.dropout_p < 1:
         raise ConfigError(f"--dropout_p must be in [0, 1), got {config.dropout_p}")
     if model == "group_dro" and (int(config.groups) != config.groups or config.groups < 2):

@@ -75,7 +75,12 @@ def fit_closed_form(
 
 def _fit_worst_case(split: Split, model: str, config: configs.ModelConfig, *, dtype):
     if model == "cvar_ease":
-        fit = functools.partial(closed_form.fit_cvar_ease, alpha=config.alpha, rounds=config.rounds)
+        fit = functools.partial(
+            closed_form.fit_cvar_ease,
+            alpha=config.alpha,
+            rounds=config.rounds,
+            loss=config.cvar_loss,
+        )
     else:
         fit = functools.partial(closed_form.fit_edlae, dropout_p=config.dropout_p)
     w, seconds = _timed(fit, split.train, C=config.C, dtype=dtype)

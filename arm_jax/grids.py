@@ -50,6 +50,7 @@ _KINDS = {
     "rounds": (int, 1, True),
     "dropout_p": (float, 0.0, True),
     "groups": (int, 2, True),
+    "cvar_loss": (str, ("squared", "rank"), True),
 }
 # Worst-case baselines: fixed grids of their own parameter (beside C's neighbourhood).
 _OWN_GRIDS = {"alpha": [0.05, 0.1, 0.2, 0.5], "dropout_p": [0.1, 0.25, 0.5]}
@@ -115,6 +116,10 @@ def _read_spec(grid: str) -> dict:
 
 def _check_value(where: str, name: str, value):
     kind, low, inclusive = _KINDS[name]
+    if kind is str:
+        if value not in low:
+            raise ConfigError(f"{where}: {name} takes one of {', '.join(low)}, got {value!r}")
+        return value
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {name} takes true or false, got {value!r}")

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from arm_jax import configs, report
+from arm_jax import configs, grids, report
+from arm_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +46,7 @@ def test_closed_form_baselines_train_and_analyse(tmp_path):
         proc = _train(tmp_path, f"--model={model}", f"--workdir=runs/{model}", *args)
         assert proc.returncode == 0, proc.stderr[-3000:]
     _check_run(tmp_path / "runs" / "edlae", "edlae", dropout_p=0.3)
-    _check_run(tmp_path / "runs" / "cvar_ease", "cvar_ease", alpha=0.3, rounds=2)
+    _check_run(tmp_path / "runs" / "cvar_ease", "cvar_ease", alpha=0.3, rounds=2, cvar_loss="rank")
     result = report.analyze_workdirs([str(tmp_path / "runs")], n_boot=100)
     assert set(result.worst_off["model"]) == {"ease", "edlae", "cvar_ease"}
     assert set(result.groups["label"]) == {"EASE", "EDLAE", "CVaR-EASE"}
@@ -89,3 +90,13 @@ def test_new_models_are_in_every_table():
         assert model in configs.MODELS and model in configs.HYPERPARAMETERS
         configs.model_config("synthetic", model)  # defaults valid
     assert "group_dro" in configs.ADVERSARIAL_MODELS
+    grid = grids.default_grid("synthetic", "cvar_ease")
+    assert set(grid) == {"C", "alpha"} and 0.2 in grid["alpha"]
+    assert set(grids.default_grid("synthetic", "edlae")) == {"C", "dropout_p"}
+    assert grids.load_grid('{"cvar_loss": ["rank"]}', "synthetic", "cvar_ease")["cvar_loss"] == [
+        "rank"
+    ]
+    for bad in ('{"cvar_loss": ["hinge"]}', '{"alpha": [0]}', '{"groups": [1]}'):
+        model = "group_dro" if "groups" in bad else "cvar_ease"
+        with pytest.raises(ConfigError):
+            grids.load_grid(bad, "synthetic", model)
