@@ -13,7 +13,8 @@ The public API, by layer:
   `learner_matrix` (W with its diagonal masked);
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
-  `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`.
+  `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`; each model's
+  own worst users: `cvar`, `worst_off_table`, `zero_share_table`, `best_rank`.
 """
 
 __version__ = "0.1.0"
@@ -53,10 +54,11 @@ from arm_jax.ease import (
 from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.experiment import evaluate_model, run_experiment
 from arm_jax.gda import TrainState, gda_step, init_state, make_step
-from arm_jax.metrics import evaluate, ndcg_at_k, recall_at_k, summarize
+from arm_jax.metrics import best_rank, evaluate, ndcg_at_k, recall_at_k, summarize
 from arm_jax.products import SparseBatch, make_batch, sparse_matmul
 from arm_jax.report import analyze_workdirs, write_report
 from arm_jax.training import nnz_cap, train_adversarial
+from arm_jax.worst_off import cvar, worst_off_table, zero_share_table
 
 __all__ = [
     "LINEAR_ADVERSARY",
@@ -111,4 +113,8 @@ __all__ = [
     "summarize",
     "worst_users_improvement",
     "write_report",
+    "best_rank",
+    "cvar",
+    "worst_off_table",
+    "zero_share_table",
 ]

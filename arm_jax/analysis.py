@@ -10,14 +10,18 @@ Definitions used throughout:
   * Figure 1 buckets: users sorted by number of fold-in items (stable sort, so ties keep
     the file order) and cut into `n_buckets` groups of equal size (`np.array_split`);
     every bucket reports the range of fold-in counts it holds.
-  * Figure 2 "bottom q%" users: with n users and k = ceil(q·n/100), the threshold t is the
-    k-th smallest EASE NDCG@100 (NumPy's "inverted_cdf" quantile) and the bucket is every
-    user with EASE NDCG@100 <= t. The `<=` keeps tied users together, so a bucket holds at
-    least q% of the users (more when users tie at t, e.g. many at NDCG 0); at q = 100 it
-    is all users. Improvement is `100 · (mean_model − mean_EASE) / mean_EASE` over the
-    bucket (NaN when mean_EASE is 0); p-values are two-sided paired t-tests
-    (`scipy.stats.ttest_rel`) of the per-user NDCG@100 of the model against EASE and
-    against EASE-IPW on the same users.
+  * Figure 2 "bottom q%" users: with n users and k = ceil(q·n/100), the bucket is exactly
+    the first k users in the order (EASE NDCG@100 ascending, then EASE's `best_rank`, the
+    rank of the user's best-placed held-out item, descending, then user id ascending), so
+    a bucket labelled q% holds k users even where many tie at NDCG 0 (on sparse data most
+    of the bottom half may). `threshold` is the k-th user's NDCG; `tied_at_cut` counts
+    the users sharing the k-th user's (NDCG, best_rank) and `tied_left_out` those of
+    them the user-id order left out (0: the cut splits no tie). Runs without `best_rank`
+    break NDCG ties by user id alone. Improvement is
+    `100 · (mean_model − mean_EASE) / mean_EASE` over the bucket (NaN when mean_EASE is
+    0; `diff_mean`, the absolute difference, is always given); p-values are two-sided
+    paired t-tests (`scipy.stats.ttest_rel`) of the per-user NDCG@100 of the model
+    against EASE and against EASE-IPW on the same users.
   * Adversary AUC: ROC AUC of the raw score s_u for telling planted minority users
     (`group != 0`) from the majority, via the Mann–Whitney U statistic on average ranks
     (ties count one half).
@@ -31,17 +35,21 @@ import scipy.stats
 from arm_jax.errors import ArmJaxError
 
 METRICS = ("ndcg@100", "recall@20", "recall@50")
-MODEL_ORDER = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn")
+MODEL_ORDER = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn", "cvar_ease", "edlae", "group_dro")
 MODEL_LABELS = {
     "ease": "EASE",
     "ease_ipw": "EASE-IPW",
     "arm": "ARM",
     "rlarm": "R-LARM",
     "rlarm_nn": "R-LARM(NN)",
+    "cvar_ease": "CVaR-EASE",
+    "edlae": "EDLAE",
+    "group_dro": "Group DRO",
 }
 PERCENTS = tuple(range(10, 101, 10))
 _WORST_USERS_COLUMNS = (
-    "percent", "model", "label", "n_users", "threshold", "ease_mean", "mean", "diff_mean",
+    "percent", "model", "label", "n_users", "share_pct", "threshold", "tied_at_cut",
+    "tied_left_out", "ease_mean", "mean", "diff_mean",
     "improvement_pct", "t_vs_ease", "p_vs_ease", "t_vs_ease_ipw", "p_vs_ease_ipw",
     "sig_vs_ease", "sig_vs_ease_ipw",
 )  # fmt: skip
@@ -136,6 +144,37 @@ def bottom_percent_mask(values: np.ndarray, percent: int) -> tuple[np.ndarray, f
     return x <= threshold, threshold
 
 
+def bottom_users(
+    values: np.ndarray, percent: int, *, tiebreak=None, user_ids=None
+) -> tuple[np.ndarray, float, int, int]:
+    """Exactly the k = ceil(p·n/100) worst of `values: [n]`, ties broken as stated.
+
+    Args:
+      values: `[n]` per-user metric (lower is worse).
+      percent: p, an integer in (0, 100].
+      tiebreak: `[n]` second key, higher is worse (EASE's `best_rank`), or None.
+      user_ids: `[n]` last key, ascending, or None for the array order.
+
+    Returns:
+      (mask [n] of the k users, the k-th user's value, users tied with the k-th user on
+      (value, tiebreak), how many of those are left out of the mask).
+    """
+    if not 0 < percent <= 100 or int(percent) != percent:
+        raise ArmJaxError(f"percent must be an integer in (0, 100], got {percent}")
+    x = np.asarray(values, dtype=np.float64)
+    mask = np.zeros(x.size, dtype=bool)
+    if x.size == 0:
+        return mask, float("nan"), 0, 0
+    second = np.zeros(x.size) if tiebreak is None else -np.asarray(tiebreak, np.float64)
+    last = np.arange(x.size) if user_ids is None else np.asarray(user_ids)
+    order = np.lexsort((last, second, x))
+    k = -(-int(percent) * x.size // 100)
+    mask[order[:k]] = True
+    cut = order[k - 1]
+    tied = (x == x[cut]) & (second == second[cut])
+    return mask, float(x[cut]), int(tied.sum()), int((tied & ~mask).sum())
+
+
 def paired_pvalue(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two-sided paired t-test of `a` against `b` (both [n]): (t statistic, p-value).
 
@@ -155,6 +194,8 @@ def worst_users_improvement(
     *,
     percents: tuple[int, ...] = PERCENTS,
     alpha: float = 0.05,
+    tiebreak: np.ndarray | None = None,
+    user_ids: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Figure 2: NDCG@100 improvement over EASE on EASE's bottom-q% users.
 
@@ -162,11 +203,14 @@ def worst_users_improvement(
       ndcg: {model: per-user NDCG@100 [n_users]}, aligned; must contain "ease".
       percents: the q values, integer percents.
       alpha: significance level of the paired t-tests.
+      tiebreak, user_ids: `[n_users]` EASE's `best_rank` and the user ids, the later
+        keys of the bottom-q% order (`bottom_users`); None: not used.
 
     Returns:
-      One row per (q, model other than EASE): n_users, threshold, ease_mean, mean,
-      diff_mean, improvement_pct, t/p against EASE and EASE-IPW (NaN when EASE-IPW is
-      absent or is the model), sig_vs_ease, sig_vs_ease_ipw (p < alpha).
+      One row per (q, model other than EASE): n_users (k), share_pct (100·k/n),
+      threshold, tied_at_cut, tied_left_out, ease_mean, mean, diff_mean,
+      improvement_pct, t/p against EASE and EASE-IPW (NaN when EASE-IPW is absent or is
+      the model), sig_vs_ease, sig_vs_ease_ipw (p < alpha).
     """
     if "ease" not in ndcg:
         raise ArmJaxError("Figure 2 needs the EASE workdir (model 'ease'); none was given")
@@ -174,7 +218,9 @@ def worst_users_improvement(
     ipw = ndcg.get("ease_ipw")
     rows = []
     for percent in percents:
-        mask, threshold = bottom_percent_mask(base, percent)
+        mask, threshold, tied, left_out = bottom_users(
+            base, percent, tiebreak=tiebreak, user_ids=user_ids
+        )
         base_mean = float(base[mask].mean())
         for model, values in ndcg.items():
             if model == "ease":
@@ -191,7 +237,10 @@ def worst_users_improvement(
                     "model": model,
                     "label": MODEL_LABELS[model],
                     "n_users": int(mask.sum()),
+                    "share_pct": 100.0 * mask.sum() / base.size,
                     "threshold": threshold,
+                    "tied_at_cut": tied,
+                    "tied_left_out": left_out,
                     "ease_mean": base_mean,
                     "mean": mean,
                     "diff_mean": float((v - base[mask]).mean()),

@@ -6,7 +6,8 @@
 - `config.json`: every setting, the dataset statistics and the package version;
 - `results.json`: `{"dataset", "model", "hyperparameters", "valid", "test", "seconds"}`
   with means, standard errors and `n_users` of NDCG@100, Recall@20 and Recall@50;
-- `per_user_valid.npz`, `per_user_test.npz`: `user_ids`, the three metrics, `n_fold_in`,
+- `per_user_valid.npz`, `per_user_test.npz`: `user_ids`, the three metrics, `best_rank`
+  (rank of the best-placed held-out item; absent in older workdirs), `n_fold_in`,
   `n_heldout`, `sq_loss` (‖x − xW‖² over the user's whole row) and, on synthetic data,
   `group`; one entry per evaluated user;
 - `model.npz`: W and the item ids (`arm_jax.load_model`); adversarial models also write
@@ -15,6 +16,7 @@
 """
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import configs, ease, identity, io, metrics, training
+from arm_jax import closed_form, configs, ease, group_dro, identity, io, metrics, training
 from arm_jax.data import Split, split_stats
 from arm_jax.errors import ConfigError
 
@@ -60,12 +62,29 @@ def _timed(fn, *args, **kwargs):
 def fit_closed_form(
     split: Split, model: str, config: configs.ModelConfig, *, dtype=jnp.float32
 ) -> tuple[jax.Array, dict[str, float]]:
-    """EASE or EASE-IPW on `split.train`; returns W and the seconds of Gram and solve."""
+    """EASE, EASE-IPW, CVaR-EASE or EDLAE on `split.train`; returns W and seconds (Gram
+    and solve for EASE and EASE-IPW, the whole fit for the others)."""
+    if model in ("cvar_ease", "edlae"):
+        return _fit_worst_case(split, model, config, dtype=dtype)
     weights = ease.ipw_weights(split.train, beta=config.beta) if model == "ease_ipw" else None
     gram, t_gram = _timed(ease.gram_matrix, split.train, weights, dtype=dtype)
     l2 = jnp.asarray(config.C * split.train.shape[0], dtype)
     w, t_solve = _timed(ease.ease_from_gram, gram, l2)
     return w, {"gram": t_gram, "solve": t_solve}
+
+
+def _fit_worst_case(split: Split, model: str, config: configs.ModelConfig, *, dtype):
+    if model == "cvar_ease":
+        fit = functools.partial(
+            closed_form.fit_cvar_ease,
+            alpha=config.alpha,
+            rounds=config.rounds,
+            loss=config.cvar_loss,
+        )
+    else:
+        fit = functools.partial(closed_form.fit_edlae, dropout_p=config.dropout_p)
+    w, seconds = _timed(fit, split.train, C=config.C, dtype=dtype)
+    return w, {"fit": seconds}
 
 
 def hyperparameters(model: str, config: configs.ModelConfig) -> dict:
@@ -162,6 +181,8 @@ def run_experiment(
         raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(configs.MODELS)}")
     configs.validate_model_config(config, model)
     record = {**run_record(split, model, config, seed=seed, dtype=dtype), **(extra_config or {})}
+    if model == "group_dro":
+        group_dro.check_groups(config.groups, split.train.shape[0])
     try:
         with io.workdir_lock(workdir):  # refuses a second run into `workdir` at once
             check_workdir(workdir, record)
@@ -190,6 +211,11 @@ def _run_locked(split, model, config, workdir, record, seed, dtype, resume, prog
             progress=progress,
             callback=callback,
             dtype=dtype,
+            adversarial_model=(
+                group_dro.group_dro_model(split.train, config.groups)
+                if model == "group_dro"
+                else None
+            ),
         )
         w = result.learner
         seconds = {"train": time.perf_counter() - start}

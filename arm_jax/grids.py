@@ -46,7 +46,14 @@ _KINDS = {
     "batch_size": (int, 1, True),
     "warmup_epochs": (int, 0, True),
     "warm_start": (bool, None, True),
+    "alpha": (float, 0.0, False),
+    "rounds": (int, 1, True),
+    "dropout_p": (float, 0.0, True),
+    "groups": (int, 2, True),
+    "cvar_loss": (str, ("squared", "rank"), True),
 }
+# Worst-case baselines: fixed grids of their own parameter (beside C's neighbourhood).
+_OWN_GRIDS = {"alpha": [0.05, 0.1, 0.2, 0.5], "dropout_p": [0.1, 0.25, 0.5]}
 
 
 def swept_parameters(model: str) -> tuple[str, ...]:
@@ -57,6 +64,8 @@ def swept_parameters(model: str) -> tuple[str, ...]:
         return ("C", "beta")
     if model == "rlarm_nn":
         return ("learning_rate", "C", "B", "hidden_dim")
+    if model in ("cvar_ease", "edlae"):
+        return ("C", "alpha" if model == "cvar_ease" else "dropout_p")
     if model in ADVERSARIAL_MODELS:
         return ("learning_rate", "C", "B")
     raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
@@ -86,6 +95,8 @@ def default_grid(dataset: str, model: str) -> dict[str, list]:
             grid[name] = sorted(
                 {round(config.beta + o, 6) for o in offsets if config.beta + o >= 0}
             )
+        elif name in ("alpha", "dropout_p"):
+            grid[name] = list(_OWN_GRIDS[name])
         elif name == "hidden_dim":
             d = config.hidden_dim
             grid[name] = sorted({max(1, round(d / 2)), d, 2 * d})
@@ -105,6 +116,10 @@ def _read_spec(grid: str) -> dict:
 
 def _check_value(where: str, name: str, value):
     kind, low, inclusive = _KINDS[name]
+    if kind is str:
+        if value not in low:
+            raise ConfigError(f"{where}: {name} takes one of {', '.join(low)}, got {value!r}")
+        return value
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {name} takes true or false, got {value!r}")

@@ -58,6 +58,38 @@ def _recall_one(scores, heldout, fold_in, *, k):
     return jnp.where(n_rel > 0, hits / jnp.maximum(denom, 1.0), 0.0)
 
 
+def _best_rank_one(scores, heldout, fold_in):
+    """0-based rank of the user's best-placed held-out item, in `lax.top_k`'s order."""
+    scores = jnp.where(scores == 0, 0.0, scores)
+    if fold_in is not None:
+        scores = jnp.where(fold_in > 0, -jnp.inf, scores)
+    rel = heldout > 0
+    best = jnp.max(jnp.where(rel, scores, -jnp.inf))
+    item = jnp.arange(scores.shape[-1])
+    first = jnp.min(jnp.where(rel & (scores == best), item, scores.shape[-1]))
+    ahead = (scores > best) | ((scores == best) & (item < first))
+    return jnp.where(jnp.any(rel), jnp.sum(ahead), -1).astype(jnp.int32)
+
+
+def best_rank(scores: jax.Array, heldout: jax.Array, fold_in: jax.Array | None = None) -> jax.Array:
+    """Per user, the 0-based rank of the best-placed held-out item among the ranked items.
+
+    Ranks follow the top-k order of `ndcg_at_k` (fold-in items excluded, ties: the lower
+    item index first), so NDCG@k = 0 exactly when best_rank >= k; a finer signal than
+    NDCG@k for users with no hit in the top k. -1 for a user with nothing held out.
+
+    Args:
+      scores, heldout, fold_in: as in `ndcg_at_k`, `[n_users, n_items]` or `[n_items]`.
+
+    Returns:
+      `[n_users]` (or a scalar) int32.
+    """
+    if scores.ndim == 1:
+        return _best_rank_one(scores, heldout, fold_in)
+    axes = (0, 0, None if fold_in is None else 0)
+    return jax.vmap(_best_rank_one, in_axes=axes)(scores, heldout, fold_in)
+
+
 def _check_k(k) -> int:
     if int(k) != k or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -107,6 +139,7 @@ def _evaluate_chunk(predict, params, fold_in, heldout, *, with_loss):
         "ndcg@100": ndcg_at_k(scores, heldout, fold_in, k=100),
         "recall@20": recall_at_k(scores, heldout, fold_in, k=20),
         "recall@50": recall_at_k(scores, heldout, fold_in, k=50),
+        "best_rank": best_rank(scores, heldout, fold_in),
     }
     if with_loss:
         full = fold_in + heldout
@@ -139,9 +172,10 @@ def evaluate(
       with_loss: also return `sq_loss`, ‖x − predict(x)‖² with x = fold-in + held-out.
 
     Returns:
-      Dict of `[n_evaluated]` arrays (`ndcg@100`, `recall@20`, `recall@50`, maybe
-      `sq_loss`, `n_fold_in`, `n_heldout`) plus `index`, the row of each evaluated user
-      in the input. Users with nothing held out are excluded.
+      Dict of `[n_evaluated]` arrays (`ndcg@100`, `recall@20`, `recall@50`,
+      `best_rank` (see `best_rank`), maybe `sq_loss`, `n_fold_in`, `n_heldout`) plus
+      `index`, the row of each evaluated user in the input. Users with nothing held
+      out are excluded.
     """
     fold_in, heldout = interactions(fold_in), interactions(heldout)
     if heldout.shape != fold_in.shape:
@@ -157,7 +191,7 @@ def evaluate(
         y = _dense_rows(heldout, rows, pad, dtype)
         out = _evaluate_chunk(predict, params, x, y, with_loss=with_loss)
         chunks.append({name: np.asarray(v)[: len(rows)] for name, v in out.items()})
-    names = list(METRICS) + (["sq_loss"] if with_loss else [])
+    names = [*METRICS, "best_rank"] + (["sq_loss"] if with_loss else [])
     result = {
         name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0, np.float32)
         for name in names

@@ -19,14 +19,21 @@ _COLORS = {
     "arm": "tab:olive",
     "rlarm": "tab:orange",
     "rlarm_nn": "tab:red",
+    "cvar_ease": "tab:purple",
+    "edlae": "tab:green",
+    "group_dro": "tab:brown",
 }
 _SETTING_NAMES = {"C": "C", "beta": "β", "B": "B", "learning_rate": "lr", "hidden_dim": "d"}
+_SETTING_NAMES.update(alpha="α", rounds="rounds", dropout_p="p", groups="groups")
 _SETTINGS_OF = {
     "ease": ("C",),
     "ease_ipw": ("C", "beta"),
     "arm": ("C", "B", "learning_rate"),
     "rlarm": ("C", "B", "learning_rate"),
     "rlarm_nn": ("C", "B", "learning_rate", "hidden_dim"),
+    "cvar_ease": ("C", "alpha", "rounds"),
+    "edlae": ("C", "dropout_p"),
+    "group_dro": ("C", "B", "learning_rate", "groups"),
 }
 
 

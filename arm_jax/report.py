@@ -25,6 +25,7 @@ from arm_jax.analysis import (
 from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.io import write_json, write_text
 from arm_jax.runs import ModelRun, align_runs, find_workdirs, load_run
+from arm_jax.worst_off import CVAR_PERCENTS, worst_off_table, zero_share_table
 
 __all__ = [
     "Analysis", "ModelRun", "align_runs", "analyze", "analyze_workdirs", "find_workdirs",
@@ -48,6 +49,9 @@ class Analysis:
       adversary_auc: `adversary_auc_table`, None without scored planted groups.
       alpha: the significance level of Figure 2.
       warnings: what a reader must know first, e.g. a run whose training diverged.
+      worst_off: `worst_off.worst_off_table` (each model's own CVaR_q of NDCG@100).
+      zeros: `worst_off.zero_share_table` (share of users with NDCG@100 = 0).
+      bootstrap: {"n_boot", "seed"} of the CVaR intervals.
     """
 
     dataset: str
@@ -60,6 +64,9 @@ class Analysis:
     groups: pd.DataFrame | None
     adversary_auc: pd.DataFrame | None
     alpha: float
+    worst_off: pd.DataFrame | None = None
+    zeros: pd.DataFrame | None = None
+    bootstrap: dict | None = None
     warnings: tuple[str, ...] = ()
 
 
@@ -79,6 +86,9 @@ def analyze(
     n_buckets: int = 10,
     percents: tuple[int, ...] = PERCENTS,
     alpha: float = 0.05,
+    cvar_percents: tuple[int, ...] = CVAR_PERCENTS,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> Analysis:
     """Computes Table 2, Figures 1–2 and the planted-group tables of aligned runs.
 
@@ -88,10 +98,12 @@ def analyze(
       n_buckets: Figure 1 buckets.
       percents: Figure 2 q values.
       alpha: Figure 2 significance level.
+      cvar_percents: the q of each model's own CVaR_q (`worst_off`).
+      n_boot, seed: resamples and seed of the CVaR bootstrap.
 
     Raises:
-      ConfigError: n_buckets outside [1, users], alpha outside (0, 1) or a q outside
-        (0, 100].
+      ConfigError: n_buckets outside [1, users], alpha outside (0, 1), a q outside
+        (0, 100] or n_boot < 1.
     """
     n_users = len(next(iter(runs.values())).per_user["user_ids"]) if runs else 0
     if not 1 <= n_buckets <= max(n_users, 1):
@@ -100,14 +112,18 @@ def analyze(
         )
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha (--alpha) must be in (0, 1), got {alpha}")
-    if not all(0 < q <= 100 for q in percents):
-        raise ConfigError(f"percents must be in (0, 100], got {percents}")
+    if not all(0 < q <= 100 for q in (*percents, *cvar_percents)):
+        raise ConfigError(f"percents must be in (0, 100], got {percents}, {cvar_percents}")
+    if n_boot < 1:
+        raise ConfigError(f"n_boot (--n_bootstrap) must be >= 1, got {n_boot}")
     if "ease" not in runs:
         raise ArmJaxError(
             "Figures 1-2 need the EASE workdir (model 'ease'); got only "
             + (", ".join(runs) or "nothing")
         )
     per_user = {m: r.per_user for m, r in runs.items()}
+    ndcg = {m: a["ndcg@100"] for m, a in per_user.items()}
+    ease = per_user["ease"]
     groups = group_table(per_user)
     auc = adversary_auc_table({m: r.adversary for m, r in runs.items() if r.adversary})
     return Analysis(
@@ -118,11 +134,18 @@ def analyze(
         table2=overall_table(per_user),
         loss_by_fold_in=loss_by_fold_in(per_user["ease"], n_buckets=n_buckets),
         worst_users=worst_users_improvement(
-            {m: a["ndcg@100"] for m, a in per_user.items()}, percents=percents, alpha=alpha
+            ndcg,
+            percents=percents,
+            alpha=alpha,
+            tiebreak=ease.get("best_rank"),  # absent in workdirs of older versions
+            user_ids=ease["user_ids"],
         ),
         groups=groups if len(groups) else None,
         adversary_auc=auc if len(auc) else None,
         alpha=alpha,
+        worst_off=worst_off_table(ndcg, percents=cvar_percents, n_boot=n_boot, seed=seed),
+        zeros=zero_share_table(ndcg),
+        bootstrap={"n_boot": n_boot, "seed": seed},
         warnings=_warnings(runs),
     )
 
@@ -181,9 +204,17 @@ def summary(analysis: Analysis) -> dict:
         "definitions": {
             "se": "std(ddof=1)/sqrt(n)",
             "fold_in_buckets": "equal-size buckets of users sorted (stable) by n_fold_in",
-            "bottom_percent": "users with EASE NDCG@100 <= t, t = k-th smallest, "
-            "k = ceil(q*n/100) (inverted_cdf quantile)",
-            "improvement_pct": "100*(mean_model - mean_EASE)/mean_EASE on the same users",
+            "bottom_percent": "the first k = ceil(q*n/100) users ordered by EASE NDCG@100 "
+            "ascending, EASE best_rank (rank of the best-placed held-out item) descending, "
+            "user id ascending; tied_at_cut/tied_left_out: users sharing the k-th user's "
+            "(NDCG, best_rank) and those of them left out",
+            "improvement_pct": "100*(mean_model - mean_EASE)/mean_EASE on the same users; "
+            "diff_mean is mean_model - mean_EASE",
+            "cvar": "CVaR_q: mean NDCG@100 of the model's own k = ceil(q*n/100) worst users",
+            "cvar_interval": "2.5/97.5 percentiles over bootstrap resamples of the users",
+            "cvar_vs_ease": "paired bootstrap (same resamples) of CVaR_q(model) - "
+            "CVaR_q(EASE); p = min(1, 2(1 + min(#d<=0, #d>=0))/(B+1))",
+            "zero_share": "fraction of users with NDCG@100 = 0",
             "p_values": "two-sided scipy.stats.ttest_rel of per-user NDCG@100",
             "auc": "Mann-Whitney U / (n_minority*n_majority), score vs group != 0",
         },
@@ -192,6 +223,9 @@ def summary(analysis: Analysis) -> dict:
         "worst_users": _records(analysis.worst_users),
         "groups": _records(analysis.groups),
         "adversary_auc": _records(analysis.adversary_auc),
+        "worst_off": _records(analysis.worst_off),
+        "zeros": _records(analysis.zeros),
+        "bootstrap": analysis.bootstrap,
     }
 
 
@@ -216,9 +250,13 @@ def summary_markdown(analysis: Analysis) -> str:
     wu = analysis.worst_users
     if len(wu):
         q = [min(wu["percent"]), max(wu["percent"])]
-        cols = ["percent", "label", "n_users", "improvement_pct", "p_vs_ease", "p_vs_ease_ipw"]
+        cols = [
+            "percent", "label", "n_users", "tied_left_out", "diff_mean", "improvement_pct",
+            "p_vs_ease", "p_vs_ease_ipw",
+        ]  # fmt: skip
         text += "\n## NDCG@100 improvement over EASE on EASE's bottom q% users\n\n"
         text += markdown_table(wu[wu["percent"].isin(q)][cols])
+    text += _worst_off_markdown(analysis)
     if analysis.groups is not None:
         text += "\n## NDCG@100 per planted group (0 = majority)\n\n"
         text += markdown_table(analysis.groups.drop(columns=["model"]), pm=("ndcg@100",))
@@ -228,12 +266,35 @@ def summary_markdown(analysis: Analysis) -> str:
     return text
 
 
+def _worst_off_markdown(analysis: Analysis) -> str:
+    """Each model's own worst users: CVaR_q with intervals, the EASE test, zero shares."""
+    if analysis.worst_off is None:
+        return ""
+    b = analysis.bootstrap or {}
+    text = (
+        "\n## Each model's own worst users: NDCG@100 CVaR_q "
+        f"(95% bootstrap intervals, {b.get('n_boot')} resamples, seed {b.get('seed')})\n\n"
+    )
+    wo = analysis.worst_off.copy()
+    wo["CVaR"] = [f"{c:.4f} [{lo:.4f}, {hi:.4f}]" for c, lo, hi in
+                  zip(wo["cvar"], wo["cvar_lo"], wo["cvar_hi"])]  # fmt: skip
+    wo["diff vs EASE"] = [
+        "" if np.isnan(d) else f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+        for d, lo, hi in zip(wo["diff_vs_ease"], wo["diff_lo"], wo["diff_hi"])
+    ]
+    text += markdown_table(wo[["percent", "label", "k", "CVaR", "diff vs EASE", "p_vs_ease"]])
+    text += "\n## Users with NDCG@100 = 0\n\n"
+    text += markdown_table(analysis.zeros.drop(columns=["model"]))
+    return text
+
+
 def write_report(analysis: Analysis, outdir: str) -> list[str]:
     """Writes every table, both figures and `analysis.json` under `outdir`.
 
     Returns:
       The paths written: table2.{csv,md}, fig1_loss_by_fold_in.{csv,png},
-      fig2_worst_users.{csv,png} (no png when EASE is the only model), groups.{csv,md}
+      fig2_worst_users.{csv,png} (no png when EASE is the only model), worst_off.csv and
+      zeros.csv (each model's own worst users), groups.{csv,md}
       and adversary_auc.{csv,md} (planted groups only), summary.md, analysis.json.
     """
     if os.path.exists(outdir) and not os.path.isdir(outdir):
@@ -258,6 +319,9 @@ def write_report(analysis: Analysis, outdir: str) -> list[str]:
     if analysis.groups is not None:
         _write("groups.csv", analysis.groups.to_csv(index=False))
         _write("groups.md", markdown_table(analysis.groups, pm=("ndcg@100",)))
+    if analysis.worst_off is not None:
+        _write("worst_off.csv", analysis.worst_off.to_csv(index=False))
+        _write("zeros.csv", analysis.zeros.to_csv(index=False))
     if analysis.adversary_auc is not None:
         _write("adversary_auc.csv", analysis.adversary_auc.to_csv(index=False))
         _write("adversary_auc.md", markdown_table(analysis.adversary_auc))

@@ -26,6 +26,11 @@ PATIENCE = flags.DEFINE_integer("patience", None, "Epochs without validation gai
 WARMUP_EPOCHS = flags.DEFINE_integer("warmup_epochs", None, "K: learner-only epochs first.")
 WARM_START = flags.DEFINE_bool("warm_start", None, "Start W from the EASE closed form.")
 PRODUCT = flags.DEFINE_enum("product", None, list(PRODUCTS), "x_u W product.")
+ALPHA = flags.DEFINE_float("alpha", None, "CVaR-EASE: share α in (0, 1] of worst users.")
+ROUNDS = flags.DEFINE_integer("rounds", None, "CVaR-EASE: reweighting rounds (>= 1).")
+CVAR_LOSS = flags.DEFINE_enum("cvar_loss", None, ["squared", "rank"], "CVaR-EASE: user loss.")
+DROPOUT_P = flags.DEFINE_float("dropout_p", None, "EDLAE: dropout probability p in [0, 1).")
+GROUPS = flags.DEFINE_integer("groups", None, "Group DRO: activity-quantile user groups.")
 FLOAT64 = flags.DEFINE_bool("float64", False, "Compute in float64 (sets jax_enable_x64).")
 
 
@@ -73,6 +78,11 @@ def model_config_from_flags(dataset: str, n_train_users: int | None = None) -> c
         warmup_epochs=WARMUP_EPOCHS.value,
         warm_start=WARM_START.value,
         product=PRODUCT.value,
+        alpha=ALPHA.value,
+        rounds=ROUNDS.value,
+        cvar_loss=CVAR_LOSS.value,
+        dropout_p=DROPOUT_P.value,
+        groups=GROUPS.value,
     )
     model = MODEL.value
     used = set(configs.HYPERPARAMETERS[model])

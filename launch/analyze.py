@@ -1,4 +1,4 @@
-r"""Table 2, Figures 1-2 and planted-group tables from trained models' workdirs.
+r"""Table 2, Figures 1-2, worst-off users' CVaR and planted groups from models' workdirs.
 
 Recomputes everything from the per-user files, without retraining:
 
@@ -20,6 +20,8 @@ _OUTDIR = flags.DEFINE_string("outdir", None, "Where tables, figures and analysi
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "valid"], "Which users to analyze.")
 _ALPHA = flags.DEFINE_float("alpha", 0.05, "Significance level of the paired t-tests.")
 _BUCKETS = flags.DEFINE_integer("n_buckets", 10, "Figure 1: buckets by # fold-in items.")
+_N_BOOT = flags.DEFINE_integer("n_bootstrap", 1000, "Resamples of the CVaR_q intervals.")
+_BOOT_SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seed of the CVaR_q bootstrap.")
 flags.mark_flags_as_required(["workdirs", "outdir"])
 
 
@@ -27,7 +29,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     analysis = report.analyze_workdirs(
-        _WORKDIRS.value, split=_SPLIT.value, alpha=_ALPHA.value, n_buckets=_BUCKETS.value
+        _WORKDIRS.value,
+        split=_SPLIT.value,
+        alpha=_ALPHA.value,
+        n_buckets=_BUCKETS.value,
+        n_boot=_N_BOOT.value,
+        seed=_BOOT_SEED.value,
     )
     written = report.write_report(analysis, _OUTDIR.value)
     print(report.summary_markdown(analysis))
