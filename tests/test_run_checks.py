@@ -54,9 +54,11 @@ def test_a_grid_of_bad_hyperparameters_is_refused_or_trains_a_finite_model(tmp_p
     assert accepted == {
         "ease": {"C": 10**12},
         "ease_ipw": {"C": 10**12, "beta": 0},
+        "cvar_ease": {"C": 10**12},
+        "edlae": {"C": 10**12, "dropout_p": 0},
         **{m: adversarial for m in configs.ADVERSARIAL_MODELS},
     }
-    for model in ("ease", "ease_ipw", "arm", "rlarm_nn"):
+    for model in ("ease", "ease_ipw", "cvar_ease", "edlae", "arm", "rlarm_nn"):
         extra = dict(max_epochs=1, batch_size=64) if model in adversarial_models() else {}
         config = configs.model_config("synthetic", model, **accepted[model], **extra)
         workdir = tmp_path / model
