@@ -126,7 +126,7 @@ def test_odd_separators_columns_and_files(tmp_path):
     _fails(DataError, "is a folder, not a file", tmp_path)
     utf16 = tmp_path / "u16.csv"
     utf16.write_text("u,i\n" + "".join(f"{u},{i}\n" for u, i in ROWS), encoding="utf-16")
-    _fails(DataError, "u16.csv: holds UTF-16 text .* save it as UTF-8", utf16)
+    _fails(DataError, "u16.csv: holds UTF-16 text; .* save it as UTF-8", utf16)
 
 
 def test_a_parquet_column_of_lists_is_refused(tmp_path):

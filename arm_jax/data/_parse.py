@@ -39,10 +39,11 @@ def check_file(path: str, what: str) -> None:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (
         b"\x00" in head and not head.startswith(_BINARY_MAGIC)
     ):
-        kind = "UTF-16 text" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "NUL bytes"
+        bom = head[:2] in (b"\xff\xfe", b"\xfe\xff")
+        kind = "UTF-16 text" if bom else "NUL bytes (UTF-16 without a byte-order mark, or not text)"
         raise DataError(
-            f"{path}: holds {kind} (UTF-16, or not text); expected {what} as UTF-8 text: "
-            "save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"
+            f"{path}: holds {kind}; expected {what} as UTF-8 text: save it as UTF-8 "
+            "(e.g. iconv -f UTF-16 -t UTF-8)"
         )
 
 
