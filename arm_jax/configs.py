@@ -11,6 +11,7 @@ number of training users. Steck's λ (the `--l2` spelling) equals `C·m`.
 import dataclasses
 
 from arm_jax.errors import ConfigError
+from arm_jax.learners import LEARNERS
 from arm_jax.products import PRODUCTS
 
 
@@ -85,6 +86,9 @@ class ModelConfig:
       warm_start: start W from the EASE closed form instead of Glorot-normal.
       product: how `x_u W` is computed: "auto", "dense", "sparse" or "segment"
         (`arm_jax.products`).
+      learner: the adversarial models' learner (`arm_jax.learners`): "dense" (the
+        paper's `W: [n, n]`) or "low_rank" (`W = P Qᵀ`, diagonal removed).
+      rank: r, the low-rank learner's rank (`P, Q: [n, r]`).
     """
 
     C: float = 0.005
@@ -99,6 +103,17 @@ class ModelConfig:
     adam_eps: float = 1e-7
     warm_start: bool = False
     product: str = "auto"
+    learner: str = "dense"
+    rank: int = 64
+
+
+def config_record(config: ModelConfig) -> dict:
+    """`config` as a dict for records, without the learner's fields for the dense
+    learner (so runs of the paper's learner record what they recorded before)."""
+    record = dataclasses.asdict(config)
+    if config.learner == "dense":
+        del record["learner"], record["rank"]
+    return record
 
 
 # The paper's published choices (Table 2 runs; issues #3 and #4). ARM shares R-LARM's.
@@ -203,6 +218,7 @@ def model_config(dataset: str, model: str, **overrides) -> ModelConfig:
 
 def validate_model_config(config: ModelConfig, model: str) -> None:
     """Raises ConfigError naming the flag when a hyperparameter is out of range."""
+    _validate_learner(config, model)
     if config.C <= 0:
         raise ConfigError(f"--C must be > 0, got {config.C}")
     if config.beta < 0:
@@ -222,3 +238,16 @@ def validate_model_config(config: ModelConfig, model: str) -> None:
             raise ConfigError(
                 f"--product must be one of {', '.join(PRODUCTS)}, got {config.product!r}"
             )
+
+
+def _validate_learner(config: ModelConfig, model: str) -> None:
+    # The rank's upper bound (the items) is checked where the data is known.
+    if config.learner not in LEARNERS:
+        raise ConfigError(f"--learner must be one of {', '.join(LEARNERS)}, got {config.learner!r}")
+    if config.learner != "dense" and model not in ADVERSARIAL_MODELS:
+        raise ConfigError(
+            f"--learner={config.learner}: {model} is a closed form (dense W); the learner "
+            f"is chosen for {', '.join(ADVERSARIAL_MODELS)}"
+        )
+    if config.rank < 1:
+        raise ConfigError(f"--rank must be >= 1, got {config.rank}")
