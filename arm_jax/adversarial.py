@@ -13,8 +13,9 @@ same weighted loss; R-LARM's ascends the rank objective Σ_u w_u (1 − NDCG@100
 factor n is the authors' code's), both minus (B/2)‖A‖².
 
 Which model runs is only a matter of which `Learner`, `Adversary` and objective
-`gda_step` is given (`make_model` maps the paper's names); a researcher passes their own
-the same way. The descent–ascent step and its train state are in `arm_jax.gda`.
+`gda_step` is given (`make_model` maps the paper's names through `configs.REGISTRY`); a
+researcher passes their own the same way. The descent–ascent step and its train state
+are in `arm_jax.gda`.
 """
 
 from collections.abc import Callable
@@ -196,18 +197,16 @@ class Model(NamedTuple):
     learner: Learner = DENSE_LEARNER
 
 
-MODELS: dict[str, Model] = {
-    "arm": Model(LINEAR_ADVERSARY, arm_objective),
-    "rlarm": Model(LINEAR_ADVERSARY, rank_objective),
-    "rlarm_nn": Model(NN_ADVERSARY, rank_objective),
-}
-
-
 def make_model(name: str, learner: Learner = DENSE_LEARNER) -> Model:
-    """The paper's model `name` ("arm", "rlarm", "rlarm_nn") with `learner`."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown adversarial model {name!r}; expected {', '.join(MODELS)}")
-    return MODELS[name]._replace(learner=learner)
+    """The paper's model `name` ("arm", "rlarm", "rlarm_nn") with `learner`, from the
+    model registry (`configs.REGISTRY`)."""
+    from arm_jax.configs import REGISTRY  # the registry is built from this module
+
+    spec = REGISTRY.get(name)
+    if spec is None or spec.kind != "adversarial":
+        names = [n for n, s in REGISTRY.items() if s.kind == "adversarial"]
+        raise ConfigError(f"unknown adversarial model {name!r}; expected {', '.join(names)}")
+    return Model(spec.adversary, spec.objective, learner)
 
 
 def adversary_scores(

@@ -28,17 +28,11 @@ import pandas as pd
 import scipy.special
 import scipy.stats
 
+from arm_jax.configs import MODEL_LABELS, MODELS
 from arm_jax.errors import ArmJaxError
 
 METRICS = ("ndcg@100", "recall@20", "recall@50")
-MODEL_ORDER = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn")
-MODEL_LABELS = {
-    "ease": "EASE",
-    "ease_ipw": "EASE-IPW",
-    "arm": "ARM",
-    "rlarm": "R-LARM",
-    "rlarm_nn": "R-LARM(NN)",
-}
+MODEL_ORDER = MODELS  # the registry's order (configs.REGISTRY)
 PERCENTS = tuple(range(10, 101, 10))
 _WORST_USERS_COLUMNS = (
     "percent", "model", "label", "n_users", "threshold", "ease_mean", "mean", "diff_mean",

@@ -9,7 +9,15 @@ number of training users. Steck's λ (the `--l2` spelling) equals `C·m`.
 """
 
 import dataclasses
+from collections.abc import Callable
 
+from arm_jax.adversarial import (
+    LINEAR_ADVERSARY,
+    NN_ADVERSARY,
+    Adversary,
+    arm_objective,
+    rank_objective,
+)
 from arm_jax.errors import ConfigError
 from arm_jax.learners import LEARNERS
 from arm_jax.products import PRODUCTS
@@ -63,10 +71,6 @@ def split_options(dataset: str, **overrides) -> SplitOptions:
 
 
 # ---------------------------------------------------------------------------- models
-MODELS = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn")
-ADVERSARIAL_MODELS = ("arm", "rlarm", "rlarm_nn")
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Hyperparameters of one model on one dataset.
@@ -177,25 +181,76 @@ MODEL_DEFAULTS: dict[str, dict[str, dict]] = {**_PAPER, **_SMALL}
 SMALL_DATASETS = tuple(_SMALL)
 """Datasets with defaults of their own, chosen here on validation (not the paper's)."""
 
+
+# --------------------------------------------------------------------- the registry
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One model's facts, read by configs, launch flags, grids, sweeps and reports.
+
+    Attributes:
+      name: the `--model` name.
+      label: the paper's name, for tables and plots.
+      kind: "closed_form" (EASE's solve) or "adversarial" (descent–ascent, `gda_step`).
+      hyperparameters: the `ModelConfig` fields that define the fit: what results
+        record and a grid may list.
+      swept: the fields the default grid searches (`grids.default_grid`).
+      run_options: the fields (flags) that say how a run is carried out, not which model
+        it fits (max_epochs, patience, product, the learner).
+      adversary, objective: an adversarial model's adversary and the objective it
+        ascends (`adversarial.Model`; its learner is `ModelConfig.learner`'s).
+      defaults: {dataset: the `ModelConfig` values `model_config` starts from}.
+    """
+
+    name: str
+    label: str
+    kind: str
+    hyperparameters: tuple[str, ...]
+    swept: tuple[str, ...]
+    run_options: tuple[str, ...] = ()
+    adversary: Adversary | None = None
+    objective: Callable | None = None
+    defaults: dict = dataclasses.field(default_factory=dict)
+
+
 _LINEAR = ("C", "B", "learning_rate", "batch_size", "warmup_epochs", "warm_start")
-HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
-    "ease": ("C",),
-    "ease_ipw": ("C", "beta"),
-    "arm": _LINEAR,
-    "rlarm": _LINEAR,
-    "rlarm_nn": (
-        "C",
-        "B",
-        "learning_rate",
-        "hidden_dim",
-        "batch_size",
-        "warmup_epochs",
-        "warm_start",
-    ),
-}
+_NN = ("C", "B", "learning_rate", "hidden_dim", "batch_size", "warmup_epochs", "warm_start")
+_RUN = ("max_epochs", "patience", "product", "learner", "rank")
+
+
+def _spec(name, label, kind, hyperparameters, swept, adversary=None, objective=None):
+    defaults = {d: table[name] for d, table in MODEL_DEFAULTS.items() if name in table}
+    run = _RUN if kind == "adversarial" else ()
+    return ModelSpec(name, label, kind, hyperparameters, swept, run, adversary, objective, defaults)
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        _spec("ease", "EASE", "closed_form", ("C",), ("C",)),
+        _spec("ease_ipw", "EASE-IPW", "closed_form", ("C", "beta"), ("C", "beta")),
+        _spec(
+            "arm", "ARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
+            LINEAR_ADVERSARY, arm_objective,
+        ),
+        _spec(
+            "rlarm", "R-LARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
+            LINEAR_ADVERSARY, rank_objective,
+        ),
+        _spec(
+            "rlarm_nn", "R-LARM(NN)", "adversarial", _NN,
+            ("learning_rate", "C", "B", "hidden_dim"), NN_ADVERSARY, rank_objective,
+        ),
+    )
+}  # fmt: skip
+"""Every model, in the order of the paper's tables."""
+
+MODELS = tuple(REGISTRY)
+ADVERSARIAL_MODELS = tuple(n for n, s in REGISTRY.items() if s.kind == "adversarial")
+HYPERPARAMETERS: dict[str, tuple[str, ...]] = {n: s.hyperparameters for n, s in REGISTRY.items()}
 """The `ModelConfig` fields each model uses: what results record and a grid may sweep
 (max_epochs, patience, product and adam_eps say how a run is carried out, not which
 model it fits)."""
+MODEL_LABELS = {n: s.label for n, s in REGISTRY.items()}
 
 
 def model_config(dataset: str, model: str, **overrides) -> ModelConfig:

@@ -9,6 +9,7 @@ from absl import flags
 
 from arm_jax import configs
 from arm_jax.errors import ConfigError
+from arm_jax.learners import LEARNERS
 from arm_jax.products import PRODUCTS
 
 MODEL = flags.DEFINE_string("model", "ease", f"One of {', '.join(configs.MODELS)}.")
@@ -24,6 +25,10 @@ PATIENCE = flags.DEFINE_integer("patience", None, "Epochs without validation gai
 WARMUP_EPOCHS = flags.DEFINE_integer("warmup_epochs", None, "K: learner-only epochs first.")
 WARM_START = flags.DEFINE_bool("warm_start", None, "Start W from the EASE closed form.")
 PRODUCT = flags.DEFINE_enum("product", None, list(PRODUCTS), "x_u W product.")
+LEARNER = flags.DEFINE_enum(
+    "learner", None, list(LEARNERS), "Adversarial models' learner: dense W or W = P Qᵀ."
+)
+RANK = flags.DEFINE_integer("rank", None, "r, rank of --learner=low_rank (P, Q: [n, r]).")
 FLOAT64 = flags.DEFINE_bool("float64", False, "Compute in float64 (sets jax_enable_x64).")
 
 
@@ -65,15 +70,18 @@ def model_config_from_flags(dataset: str, n_train_users: int) -> configs.ModelCo
         warmup_epochs=WARMUP_EPOCHS.value,
         warm_start=WARM_START.value,
         product=PRODUCT.value,
+        learner=LEARNER.value,
+        rank=RANK.value,
     )
     model = MODEL.value
-    used = set(configs.HYPERPARAMETERS[model])
-    if model in configs.ADVERSARIAL_MODELS:
-        used |= {"max_epochs", "patience", "product"}  # how the run is carried out
+    spec = configs.REGISTRY[model]
+    used = set(spec.hyperparameters) | set(spec.run_options)
     unused = [f"--{k}" for k, v in given.items() if v is not None and k not in used]
     if unused:
         raise ConfigError(
             f"{', '.join(unused)}: not used by --model={model} "
             f"(it takes {', '.join('--' + k for k in sorted(used))})"
         )
+    if RANK.value is not None and LEARNER.value != "low_rank":
+        raise ConfigError(f"--rank={RANK.value} is for --learner=low_rank; give that too")
     return configs.model_config(dataset, model, **given)

@@ -2,6 +2,10 @@
 learner written here trained by `train_adversarial`, and the learner flags' errors."""
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import types
 
 import jax
@@ -203,3 +207,56 @@ def test_learner_options_are_checked():
         configs.model_config("synthetic", "arm", learner="sparse")
     with pytest.raises(ConfigError, match="--learner"):
         configs.model_config("synthetic", "ease", learner="low_rank")
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train(tmp_path, *args, check=True):
+    env = dict(os.environ, ARM_JAX_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "train.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_low_rank_rlarm_from_the_cli_saves_and_evaluates_its_factors(tmp_path):
+    args = ["--model=rlarm", "--learner=low_rank", "--rank=8", "--max_epochs=2"]
+    _train(tmp_path, *args, "--workdir=run")
+    run = tmp_path / "run"
+    results = json.load(open(run / "results.json"))
+    assert results["hyperparameters"]["learner"] == "low_rank"
+    assert results["hyperparameters"]["rank"] == 8
+    assert set(np.load(run / "model.npz").files) == {"P", "Q", "item_ids"}
+    model, predict, meta = arm_jax.load_learned(str(run / "model.npz"))
+    assert model["P"].shape == (1000, 8) and len(meta["item_ids"]) == 1000
+    split = arm_jax.load_split("synthetic", cache_dir=str(tmp_path / "cache"))
+    per_user = arm_jax.evaluate_model(model, split, "test", predict=predict)
+    saved = np.load(run / "per_user_test.npz")
+    np.testing.assert_allclose(per_user["ndcg@100"], saved["ndcg@100"], rtol=1e-6)
+    assert 0.1 < results["test"]["ndcg@100"] < 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--learner=low_rank"], "--learner: not used by --model=ease"),
+        (["--model=ease_ipw", "--learner=dense"], "--learner: not used by --model=ease_ipw"),
+        (["--model=rlarm", "--rank=8"], "--rank=8 is for --learner=low_rank"),
+        (["--model=arm", "--learner=low_rank", "--rank=0"], "--rank must be >= 1, got 0"),
+        (["--model=rlarm_nn", "--learner=low_rank", "--rank=1001"], "--rank must be in [1, 1000]"),
+    ],
+)
+def test_learner_flags_give_one_line_errors(tmp_path, args, message):
+    out = _train(tmp_path, "--workdir=run", *args, check=False)
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
