@@ -252,8 +252,8 @@ def _ridge_factors(key, x: sp.csr_matrix, rank: int, *, C: float, dtype) -> Para
     s = np.square(sigma[:rank]) / m
     factor = np.zeros((n, rank))
     factor[:, : len(s)] = vt[: len(s)].T * np.sqrt(s / (s + C / 2))[None, :]
-    factor = jnp.asarray(factor, dtype)
-    return {"P": factor, "Q": factor}
+    # Two arrays, not one twice: the step donates every buffer of the state.
+    return {"P": jnp.asarray(factor, dtype), "Q": jnp.array(factor, dtype)}
 
 
 def _low_rank_scores(params, batch, x, *, product):

@@ -133,10 +133,10 @@ def _ndcg(predict, model, split):
     )
 
 
-@pytest.mark.parametrize("model", ["arm", "rlarm", "rlarm_nn"])
-def test_every_adversarial_model_trains_the_low_rank_learner(model):
+@pytest.mark.parametrize("model,warm_start", [("arm", False), ("rlarm", True), ("rlarm_nn", False)])
+def test_every_adversarial_model_trains_the_low_rank_learner(model, warm_start):
     split = _clustered_split()
-    config = _config(model, learner="low_rank", rank=6)
+    config = _config(model, learner="low_rank", rank=6, warm_start=warm_start)
     result = training.train_adversarial(split, model=model, config=config, seed=0)
     assert result.stop_reason == "max_epochs"
     assert set(result.learner) == {"P", "Q"}
