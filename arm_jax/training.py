@@ -380,7 +380,7 @@ def train_adversarial(
 
 
 def _state_tree(state: gda.TrainState) -> dict:
-    # grad_buffer is scratch (each step overwrites the rows it reads): not saved.
+    # learner_scratch is scratch (each step overwrites the rows it reads): not saved.
     return {
         "params": state.params,
         "adversary_params": state.adversary_params,
