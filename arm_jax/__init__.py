@@ -10,7 +10,11 @@ The public API, by layer:
   `rank_loss`, `rank_objective`, `Model`, `make_model`, `TrainState`, `init_state`,
   `gda_step`, `make_step`, `SparseBatch`, `make_batch`, `nnz_cap`, `train_adversarial`,
   and for writing adversaries `sparse_matmul` (a batch's rows times a narrow matrix) and
-  `learner_matrix` (W with its diagonal masked);
+  `learner_matrix` (the dense learner's W, with its diagonal masked, from its params
+  dict `{"W": W}`);
+- learners: `Learner` (init, scores, loss, …), `DENSE_LEARNER` (the paper's `W: [n, n]`),
+  `LOW_RANK_LEARNER` (`W = P Qᵀ` without its diagonal), `make_learner`,
+  `low_rank_predict`, `load_learned`;
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
   `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`; each model's
@@ -54,6 +58,14 @@ from arm_jax.ease import (
 from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.experiment import evaluate_model, run_experiment
 from arm_jax.gda import TrainState, gda_step, init_state, make_step
+from arm_jax.learners import (
+    DENSE_LEARNER,
+    LOW_RANK_LEARNER,
+    Learner,
+    load_learned,
+    low_rank_predict,
+    make_learner,
+)
 from arm_jax.metrics import best_rank, evaluate, ndcg_at_k, recall_at_k, summarize
 from arm_jax.products import SparseBatch, make_batch, sparse_matmul
 from arm_jax.report import analyze_workdirs, write_report
@@ -61,6 +73,12 @@ from arm_jax.training import nnz_cap, train_adversarial
 from arm_jax.worst_off import cvar, worst_off_table, zero_share_table
 
 __all__ = [
+    "DENSE_LEARNER",
+    "LOW_RANK_LEARNER",
+    "Learner",
+    "load_learned",
+    "low_rank_predict",
+    "make_learner",
     "LINEAR_ADVERSARY",
     "NN_ADVERSARY",
     "Adversary",

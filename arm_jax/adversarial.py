@@ -1,8 +1,9 @@
 """Adversarial recommender models on EASE: ARM (eq. 9), R-LARM (eq. 10), R-LARM(NN) (eq. 12).
 
-A model is a learner `W: [n, n]` (diagonal held at 0), an adversary given as a pair of
-pure functions `(init, apply)` whose `apply(params, batch) -> [b]` gives one raw score
-`s_u` per user, and an adversary objective that the adversary ascends. The learner always
+A model is a learner (`arm_jax.learners`: the paper's dense `W: [n, n]` with its
+diagonal held at 0, or another `Learner`), an adversary given as a pair of pure
+functions `(init, apply)` whose `apply(params, batch) -> [b]` gives one raw score `s_u`
+per user, and an adversary objective that the adversary ascends. The learner always
 descends the weighted EASE loss (eq. 6)
 
     L(W, A) = Σ_u w_u ‖x_u − x_u W‖² + (C/2) ‖W‖²,   w_u = σ(s_u) / Σ_batch σ(s_v),
@@ -11,11 +12,10 @@ with the normalisation per mini-batch as in the paper's §5.1. ARM's adversary a
 same weighted loss; R-LARM's ascends the rank objective Σ_u w_u (1 − NDCG@100_u) · n (the
 factor n is the authors' code's), both minus (B/2)‖A‖².
 
-Which model runs is only a matter of which `Adversary` and which objective `gda_step` is
-given (`make_model` maps the paper's names); a researcher passes their own the same way.
-The descent–ascent step and its train state are in `arm_jax.gda`.
-
-The product `x_u W` (sparse scan, dense matmul or gather–scatter) lives in `arm_jax.products`.
+Which model runs is only a matter of which `Learner`, `Adversary` and objective
+`gda_step` is given (`make_model` maps the paper's names through `configs.REGISTRY`); a
+researcher passes their own the same way. The descent–ascent step and its train state
+are in `arm_jax.gda`.
 """
 
 from collections.abc import Callable
@@ -27,69 +27,19 @@ import numpy as np
 import scipy.sparse as sp
 
 from arm_jax.errors import ConfigError
-from arm_jax.metrics import ndcg_at_k
-from arm_jax.products import (
-    GATHERED_ELEMENTS,
-    SparseBatch,
-    add_batch,
-    batch_product,
-    make_batch,
-    sparse_matmul,
+from arm_jax.learners import (  # noqa: F401 (the learner's functions, re-exported)
+    DENSE_LEARNER,
+    Learner,
+    init_learner,
+    l2_norm_sq,
+    learner_loss,
+    learner_matrix,
+    zero_diagonal,
 )
+from arm_jax.metrics import ndcg_at_k
+from arm_jax.products import GATHERED_ELEMENTS, SparseBatch, add_batch, make_batch, sparse_matmul
 
 Params = Any
-
-
-# ------------------------------------------------------------------------- learner
-def init_learner(key: jax.Array, n_items: int, *, dtype=jnp.float32) -> Params:
-    """Glorot-normal `W: [n, n]` with a zero diagonal, as `{"W": W}`."""
-    w = jax.nn.initializers.glorot_normal()(key, (n_items, n_items), dtype)
-    return {"W": zero_diagonal(w)}
-
-
-def zero_diagonal(w: jax.Array) -> jax.Array:
-    """`w` with its diagonal set to 0 (in place when `w` is not used elsewhere)."""
-    idx = jnp.arange(w.shape[0])
-    return w.at[idx, idx].set(0.0)
-
-
-def learner_matrix(params: Params) -> jax.Array:
-    """The learner's `W: [n, n]` with the diagonal masked to 0 (what predicts `x W`)."""
-    return zero_diagonal(params["W"])
-
-
-def learner_loss(
-    params: Params,
-    batch: SparseBatch,
-    x: jax.Array,
-    weights: jax.Array,
-    *,
-    C: float,
-    product: str,
-    zero_diagonal: bool = False,
-) -> tuple[jax.Array, jax.Array]:
-    """The weighted EASE loss Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)‖W̃‖² (eq. 6 and 9).
-
-    Args:
-      params: `{"W": [n, n]}`.
-      batch, x: the users' rows, sparse and dense `[b, n]`.
-      weights: `[b]` user weights (sum to 1 for the paper's models).
-      C: L2 weight of W.
-      product: "dense", "sparse" or "segment".
-      zero_diagonal: promise that W's diagonal is already 0 (a `TrainState`'s W always
-        is): no mask, so the gradient is a product plus C·W with no diagonal scatter.
-        Its diagonal is then the unmasked one: mask it before a step.
-
-    Returns:
-      (loss scalar, per-user squared errors `[b]`).
-    """
-    w = params["W"]
-    xw = batch_product(w, batch, x, product=product, zero_diagonal=zero_diagonal)
-    per_user = jnp.sum(jnp.square(x - xw), axis=-1)
-    reg = jnp.sum(jnp.square(w))
-    if not zero_diagonal:
-        reg = reg - jnp.sum(jnp.square(jnp.diagonal(w)))
-    return jnp.sum(weights * per_user) + 0.5 * C * reg, per_user
 
 
 # ------------------------------------------------------------------------ adversary
@@ -132,11 +82,6 @@ def adversary_weights(scores: jax.Array) -> jax.Array:
     """Per-batch normalised weights `σ(s_u) / Σ_v σ(s_v)`; `[b] -> [b]`, sum 1."""
     sig = jax.nn.sigmoid(scores)
     return sig / jnp.sum(sig)
-
-
-def l2_norm_sq(params: Params) -> jax.Array:
-    """Σ of squares over every leaf of a pytree."""
-    return sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
 
 
 def arm_objective(adversary_params, apply, batch, x, scores, *, B):
@@ -241,24 +186,29 @@ def rank_objective(adversary_params, apply, batch, x, scores, *, B):
 
 
 class Model(NamedTuple):
-    """Which adversary and which adversary objective make a model."""
+    """What makes a model: the adversary, the objective it ascends, and the learner.
+
+    The learner comes last (and defaults to the paper's dense W) so that
+    `Model(adversary, objective)` keeps meaning the paper's learner.
+    """
 
     adversary: Adversary
     objective: Callable[..., jax.Array]
+    learner: Learner = DENSE_LEARNER
 
 
-MODELS: dict[str, Model] = {
-    "arm": Model(LINEAR_ADVERSARY, arm_objective),
-    "rlarm": Model(LINEAR_ADVERSARY, rank_objective),
-    "rlarm_nn": Model(NN_ADVERSARY, rank_objective),
-}
+def make_model(name: str, learner: Learner = DENSE_LEARNER) -> Model:
+    """The paper's model `name` ("arm", "rlarm", "rlarm_nn") with `learner`, from the
+    model registry (`configs.REGISTRY`)."""
+    from arm_jax.configs import REGISTRY  # the registry is built from this module
 
-
-def make_model(name: str) -> Model:
-    """The paper's model `name` ("arm", "rlarm", "rlarm_nn") as (adversary, objective)."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown adversarial model {name!r}; expected {', '.join(MODELS)}")
-    return MODELS[name]
+    spec = REGISTRY.get(name)
+    if spec is None or spec.kind != "adversarial":
+        names = [n for n, s in REGISTRY.items() if s.kind == "adversarial"]
+        raise ConfigError(f"unknown adversarial model {name!r}; expected {', '.join(names)}")
+    if spec.adversary is None:  # e.g. group DRO: its adversary is built from the data
+        raise ConfigError(f"{name}'s adversary is built from the split; see its module")
+    return Model(spec.adversary, spec.objective, learner)
 
 
 def adversary_scores(

@@ -32,20 +32,11 @@ import pandas as pd
 import scipy.special
 import scipy.stats
 
+from arm_jax.configs import MODEL_LABELS, MODELS
 from arm_jax.errors import ArmJaxError
 
 METRICS = ("ndcg@100", "recall@20", "recall@50")
-MODEL_ORDER = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn", "cvar_ease", "edlae", "group_dro")
-MODEL_LABELS = {
-    "ease": "EASE",
-    "ease_ipw": "EASE-IPW",
-    "arm": "ARM",
-    "rlarm": "R-LARM",
-    "rlarm_nn": "R-LARM(NN)",
-    "cvar_ease": "CVaR-EASE",
-    "edlae": "EDLAE",
-    "group_dro": "Group DRO",
-}
+MODEL_ORDER = MODELS  # the registry's order (configs.REGISTRY)
 PERCENTS = tuple(range(10, 101, 10))
 _WORST_USERS_COLUMNS = (
     "percent", "model", "label", "n_users", "share_pct", "threshold", "tied_at_cut",

@@ -11,8 +11,17 @@ number of training users. Steck's λ (the `--l2` spelling) equals `C·m`.
 import dataclasses
 import math
 import numbers
+from collections.abc import Callable
 
+from arm_jax.adversarial import (
+    LINEAR_ADVERSARY,
+    NN_ADVERSARY,
+    Adversary,
+    arm_objective,
+    rank_objective,
+)
 from arm_jax.errors import ConfigError
+from arm_jax.learners import LEARNERS
 from arm_jax.products import PRODUCTS
 
 
@@ -64,10 +73,6 @@ def split_options(dataset: str, **overrides) -> SplitOptions:
 
 
 # ---------------------------------------------------------------------------- models
-MODELS = ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn", "cvar_ease", "edlae", "group_dro")
-ADVERSARIAL_MODELS = ("arm", "rlarm", "rlarm_nn", "group_dro")
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Hyperparameters of one model on one dataset.
@@ -91,6 +96,9 @@ class ModelConfig:
         per-user loss, "squared" or "rank" (`arm_jax.closed_form`).
       dropout_p: EDLAE's dropout probability p (`arm_jax.closed_form`).
       groups: group DRO's activity groups (`arm_jax.group_dro`).
+      learner: the adversarial models' learner (`arm_jax.learners`): "dense" (the
+        paper's `W: [n, n]`) or "low_rank" (`W = P Qᵀ`, diagonal removed).
+      rank: r, the low-rank learner's rank (`P, Q: [n, r]`).
     """
 
     C: float = 0.005
@@ -110,6 +118,17 @@ class ModelConfig:
     cvar_loss: str = "squared"
     dropout_p: float = 0.25
     groups: int = 10
+    learner: str = "dense"
+    rank: int = 64
+
+
+def config_record(config: ModelConfig) -> dict:
+    """`config` as a dict for records, without the learner's fields for the dense
+    learner (so runs of the paper's learner record what they recorded before)."""
+    record = dataclasses.asdict(config)
+    if config.learner == "dense":
+        del record["learner"], record["rank"]
+    return record
 
 
 # The paper's published choices (Table 2 runs; issues #3 and #4). ARM shares R-LARM's.
@@ -188,28 +207,96 @@ MODEL_DEFAULTS: dict[str, dict[str, dict]] = {**_PAPER, **_SMALL}
 SMALL_DATASETS = tuple(_SMALL)
 """Datasets with defaults of their own, chosen here on validation (not the paper's)."""
 
+
+# --------------------------------------------------------------------- the registry
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One model's facts, read by configs, launch flags, grids, sweeps and reports.
+
+    Attributes:
+      name: the `--model` name.
+      label: the paper's name, for tables and plots.
+      kind: "closed_form" (EASE's solve) or "adversarial" (descent–ascent, `gda_step`).
+      hyperparameters: the `ModelConfig` fields that define the fit: what results
+        record and a grid may list.
+      swept: the fields the default grid searches (`grids.default_grid`).
+      run_options: the fields (flags) that say how a run is carried out, not which model
+        it fits (max_epochs, patience, product, the learner).
+      adversary, objective: an adversarial model's adversary and the objective it
+        ascends (`adversarial.Model`; its learner is `ModelConfig.learner`'s).
+      defaults: {dataset: the `ModelConfig` values `model_config` starts from}.
+    """
+
+    name: str
+    label: str
+    kind: str
+    hyperparameters: tuple[str, ...]
+    swept: tuple[str, ...]
+    run_options: tuple[str, ...] = ()
+    adversary: Adversary | None = None
+    objective: Callable | None = None
+    defaults: dict = dataclasses.field(default_factory=dict)
+
+
 _LINEAR = ("C", "B", "learning_rate", "batch_size", "warmup_epochs", "warm_start")
-HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
-    "ease": ("C",),
-    "ease_ipw": ("C", "beta"),
-    "arm": _LINEAR,
-    "rlarm": _LINEAR,
-    "rlarm_nn": (
-        "C",
-        "B",
-        "learning_rate",
-        "hidden_dim",
-        "batch_size",
-        "warmup_epochs",
-        "warm_start",
-    ),
-    "cvar_ease": ("C", "alpha", "rounds", "cvar_loss"),
-    "edlae": ("C", "dropout_p"),
-    "group_dro": (*_LINEAR, "groups"),
-}
+_NN = ("C", "B", "learning_rate", "hidden_dim", "batch_size", "warmup_epochs", "warm_start")
+_RUN = ("max_epochs", "patience", "product", "learner", "rank")
+
+
+def _spec(name, label, kind, hyperparameters, swept, adversary=None, objective=None):
+    defaults = {d: table[name] for d, table in MODEL_DEFAULTS.items() if name in table}
+    run = _RUN if kind == "adversarial" else ()
+    return ModelSpec(name, label, kind, hyperparameters, swept, run, adversary, objective, defaults)
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        _spec("ease", "EASE", "closed_form", ("C",), ("C",)),
+        _spec("ease_ipw", "EASE-IPW", "closed_form", ("C", "beta"), ("C", "beta")),
+        _spec(
+            "arm", "ARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
+            LINEAR_ADVERSARY, arm_objective,
+        ),
+        _spec(
+            "rlarm", "R-LARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
+            LINEAR_ADVERSARY, rank_objective,
+        ),
+        _spec(
+            "rlarm_nn", "R-LARM(NN)", "adversarial", _NN,
+            ("learning_rate", "C", "B", "hidden_dim"), NN_ADVERSARY, rank_objective,
+        ),
+        _spec(
+            "cvar_ease", "CVaR-EASE", "closed_form", ("C", "alpha", "rounds", "cvar_loss"),
+            ("C", "alpha"),
+        ),
+        _spec("edlae", "EDLAE", "closed_form", ("C", "dropout_p"), ("C", "dropout_p")),
+        # Group DRO's adversary is built from the split's activity groups
+        # (`group_dro.group_dro_model`), so the registry holds only its objective.
+        _spec(
+            "group_dro", "Group DRO", "adversarial", (*_LINEAR, "groups"),
+            ("learning_rate", "C", "B"), None, arm_objective,
+        ),
+    )
+}  # fmt: skip
+"""Every model, in the order of the paper's tables."""
+
+MODELS = tuple(REGISTRY)
+ADVERSARIAL_MODELS = tuple(n for n, s in REGISTRY.items() if s.kind == "adversarial")
+HYPERPARAMETERS: dict[str, tuple[str, ...]] = {n: s.hyperparameters for n, s in REGISTRY.items()}
 """The `ModelConfig` fields each model uses: what results record and a grid may sweep
 (max_epochs, patience, product and adam_eps say how a run is carried out, not which
 model it fits)."""
+MODEL_LABELS = {n: s.label for n, s in REGISTRY.items()}
+
+
+def model_hyperparameters(model: str, config: ModelConfig) -> dict:
+    """The hyperparameters `model` uses, for results, tables and a run's identity (the
+    learner's fields only when it is not the paper's dense W, which records as before)."""
+    names = HYPERPARAMETERS[model]
+    if config.learner != "dense":
+        names = (*names, "learner", "rank")
+    return {name: getattr(config, name) for name in names}
 
 
 def model_config(dataset: str, model: str, **overrides) -> ModelConfig:
@@ -233,7 +320,16 @@ def model_config(dataset: str, model: str, **overrides) -> ModelConfig:
 
 
 _FLOATS = ("C", "beta", "B", "learning_rate", "adam_eps", "alpha", "dropout_p")
-_INTS = ("hidden_dim", "batch_size", "max_epochs", "patience", "warmup_epochs", "rounds", "groups")
+_INTS = (
+    "hidden_dim",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "warmup_epochs",
+    "rounds",
+    "groups",
+    "rank",
+)
 # Past this a value overflows float32 (or, for counts, int32) in the computation.
 _FLOAT_MAX, _INT_MAX = 1e30, 2**31 - 1
 MAX_HIDDEN_DIM = 10_000
@@ -265,6 +361,7 @@ def validate_model_config(config: ModelConfig, model: str) -> None:
     must be in their range.
     """
     _check_numbers(config)
+    _validate_learner(config, model)
     if config.C <= 0:
         raise ConfigError(f"--C must be > 0, got {config.C}")
     if config.beta < 0:
@@ -316,3 +413,16 @@ def _validate_worst_case(config: ModelConfig, model: str) -> None:
         raise ConfigError(f"--dropout_p must be in [0, 1), got {config.dropout_p}")
     if model == "group_dro" and config.groups < 2:
         raise ConfigError(f"--groups must be an integer >= 2, got {config.groups}")
+
+
+def _validate_learner(config: ModelConfig, model: str) -> None:
+    # The rank's upper bound (the items) is checked where the data is known.
+    if config.learner not in LEARNERS:
+        raise ConfigError(f"--learner must be one of {', '.join(LEARNERS)}, got {config.learner!r}")
+    if config.learner != "dense" and model not in ADVERSARIAL_MODELS:
+        raise ConfigError(
+            f"--learner={config.learner}: {model} is a closed form (dense W); the learner "
+            f"is chosen for {', '.join(ADVERSARIAL_MODELS)}"
+        )
+    if config.rank < 1:
+        raise ConfigError(f"--rank must be >= 1, got {config.rank}")

@@ -10,12 +10,12 @@
   (rank of the best-placed held-out item; absent in older workdirs), `n_fold_in`,
   `n_heldout`, `sq_loss` (‖x − xW‖² over the user's whole row) and, on synthetic data,
   `group`; one entry per evaluated user;
-- `model.npz`: W and the item ids (`arm_jax.load_model`); adversarial models also write
+- `model.npz`: W and the item ids (`arm_jax.load_model`), or the low-rank learner's
+  factors P and Q and the item ids (`learners.load_learned`); adversarial models also write
   `adversary.npz` and `adversary_scores.npz` (score of every training user), plus the
   training files of `arm_jax.training` (`metrics.jsonl`, checkpoints).
 """
 
-import dataclasses
 import functools
 import os
 import time
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import closed_form, configs, ease, group_dro, identity, io, metrics, training
+from arm_jax import closed_form, configs, ease, group_dro, identity, io, learners, metrics, training
 from arm_jax.data import Split, split_stats
 from arm_jax.errors import ConfigError
 
@@ -34,8 +34,13 @@ def _groups(split: Split, part: str) -> np.ndarray | None:
     return getattr(split, f"{part}_groups", None)
 
 
-def evaluate_model(w: jax.Array, split: Split, part: str) -> dict[str, np.ndarray]:
+def evaluate_model(
+    w, split: Split, part: str, *, predict: Callable | None = None
+) -> dict[str, np.ndarray]:
     """Per-user metrics of the item-item model `w: [n, n]` on `part` ("valid" or "test").
+
+    Another learner's model (e.g. the low-rank `{"P", "Q"}`) is evaluated with its
+    `predict(w, x)` (`Learner.predictor`, `TrainResult.learner_predict`).
 
     Returns the arrays of the `per_user_*.npz` file, each `[n_users]` (users with nothing
     held out are excluded, as in Liang et al.). The scores `x W` come from the fold-in
@@ -43,7 +48,7 @@ def evaluate_model(w: jax.Array, split: Split, part: str) -> dict[str, np.ndarra
     product took ≈130 s for 7,059 users on 2 cores), from a dense product elsewhere.
     """
     fold_in, heldout = getattr(split, f"{part}_tr"), getattr(split, f"{part}_te")
-    predict = training.scoring_function("auto")
+    predict = predict or training.scoring_function("auto")
     out = metrics.evaluate(predict, w, fold_in, heldout, with_loss=True)
     index = out.pop("index")
     out["user_ids"] = np.asarray(getattr(split, f"{part}_user_ids"))[index]
@@ -89,7 +94,7 @@ def _fit_worst_case(split: Split, model: str, config: configs.ModelConfig, *, dt
 
 def hyperparameters(model: str, config: configs.ModelConfig) -> dict:
     """The hyperparameters that `model` actually uses, for results and tables."""
-    return {name: getattr(config, name) for name in configs.HYPERPARAMETERS[model]}
+    return configs.model_hyperparameters(model, config)
 
 
 def check_workdir(workdir: str, expected: dict) -> dict:
@@ -136,7 +141,7 @@ def run_record(
         dtype=dtype,
         data=split_stats(split),
     )
-    record.update(backend=jax.default_backend(), model_config=dataclasses.asdict(config))
+    record.update(backend=jax.default_backend(), model_config=configs.config_record(config))
     return {**record, "version": __version__}
 
 
@@ -212,12 +217,15 @@ def _run_locked(split, model, config, workdir, record, seed, dtype, resume, prog
             callback=callback,
             dtype=dtype,
             adversarial_model=(
-                group_dro.group_dro_model(split.train, config.groups)
+                group_dro.group_dro_model(split.train, config.groups)._replace(
+                    learner=learners.make_learner(config)
+                )
                 if model == "group_dro"
                 else None
             ),
         )
         w = result.learner
+        predict = learners.make_learner(config).predictor("auto")
         seconds = {"train": time.perf_counter() - start}
         _save_adversary(workdir, result, split)
         training_info = {"best_epoch": result.best_epoch, "stop_reason": result.stop_reason}
@@ -230,13 +238,14 @@ def _run_locked(split, model, config, workdir, record, seed, dtype, resume, prog
                 "hyperparameters (nothing was written)"
             )
         io.write_json(os.path.join(workdir, "config.json"), record)
+        predict = None
         training_info = {}
-    ease.save_model(os.path.join(workdir, "model.npz"), w, item_ids=split.item_ids)
+    learners.save_model(os.path.join(workdir, "model.npz"), w, item_ids=split.item_ids)
 
     eval_start = time.perf_counter()
     summaries = {}
     for part in ("valid", "test"):
-        per_user = evaluate_model(w, split, part)
+        per_user = evaluate_model(w, split, part, predict=predict)
         io.savez(os.path.join(workdir, f"per_user_{part}.npz"), **per_user)
         summaries[part] = metrics.summarize(per_user)
     seconds["evaluate"] = time.perf_counter() - eval_start

@@ -1,10 +1,10 @@
 """The descent–ascent step of the adversarial models (Algorithms 1–2) and its state.
 
 `gda_step(state, batch, key) -> (state, metrics)`: one Adam descent step on the learner
-W with the adversary-weighted EASE loss, then, once the warm-up steps are done, one Adam
-ascent step on the adversary's objective computed with the updated W. The model is
-whatever `adversarial.Model` (adversary and objective) is bound in; `make_step` jits it
-with the state donated.
+with its adversary-weighted loss, then, once the warm-up steps are done, one Adam ascent
+step on the adversary's objective computed with the updated learner's scores. The model
+is whatever `adversarial.Model` (adversary, objective and `learners.Learner`) is bound
+in; the step knows only those interfaces. `make_step` jits it with the state donated.
 """
 
 import functools
@@ -14,23 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from arm_jax.adversarial import (
-    Adversary,
-    Model,
-    Params,
-    adversary_weights,
-    init_learner,
-    learner_loss,
-    zero_diagonal,
-)
-from arm_jax.products import (
-    SparseBatch,
-    batch_product,
-    densify,
-    resolve_product,
-    scatter_rows,
-    sparse_residual,
-)
+from arm_jax.adversarial import Adversary, Model, Params, adversary_weights
+from arm_jax.learners import DENSE_LEARNER, Learner, zero_diagonal
+from arm_jax.products import SparseBatch, densify, resolve_product
 
 
 @flax.struct.dataclass
@@ -38,15 +24,12 @@ class TrainState:
     """Learner and adversary parameters, their Adam states and the step count.
 
     Attributes:
-      params: learner `{"W": [n, n]}`.
+      params: the learner's parameters (the dense learner's `{"W": [n, n]}`).
       adversary_params: the adversary's parameters.
       opt_state, adversary_opt_state: optax states of the two optimizers.
       step: int32 scalar, steps taken so far.
-      grad_buffer: `[n, n]` scratch for the sparse product's data gradient, or None.
-        Each step writes the batch's items' rows and reads only those
-        (`products.scatter_rows`): a persistent, donated buffer instead of a fresh n×n
-        temporary every step (on a CPU a fresh 2.5 GB buffer costs ≈0.6 s of page
-        faults per step at n≈25k), and never cleared.
+      learner_scratch: the learner's per-step scratch (`Learner.scratch`: the dense
+        learner's `[n, n]` gradient buffer on the sparse product), or None; not saved.
       optimizer, adversary_optimizer: optax transformations (static).
     """
 
@@ -55,7 +38,7 @@ class TrainState:
     opt_state: optax.OptState
     adversary_opt_state: optax.OptState
     step: jax.Array
-    grad_buffer: jax.Array | None
+    learner_scratch: Params | None
     optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     adversary_optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
@@ -86,40 +69,39 @@ def init_state(
     W0: jax.Array | None = None,
     dtype=jnp.float32,
     product: str | None = None,
+    learner: Learner = DENSE_LEARNER,
+    x=None,
 ) -> TrainState:
-    """A fresh `TrainState`: Glorot-normal W (or `W0`, e.g. EASE) and adversary.
+    """A fresh `TrainState`: the learner's `init` (or the dense `W0`) and the adversary's.
 
     Args:
       key: PRNG key of the initialisation.
       n_items: n.
       adversary: the adversary's (init, apply).
-      config: a `ModelConfig` (learning_rate, adam_eps, hidden_dim are read).
-      W0: `[n, n]` starting learner (its diagonal is zeroed), or None.
-      dtype: dtype of W.
-      product: the product the steps will use (default `config.product`); "sparse"
-        allocates `grad_buffer`.
+      config: a `ModelConfig` (learning_rate, adam_eps, hidden_dim, rank are read).
+      W0: `[n, n]` starting dense learner (its diagonal is zeroed), e.g. EASE, or None.
+      dtype: dtype of the learner's parameters.
+      product: the product the steps will use (default `config.product`); the
+        learner's scratch is made for it (the dense learner's sparse-path buffer).
+      learner: the learner (default the dense W).
+      x: `[m, n]` CSR training rows for the learner's warm start, or None.
     """
     k_w, k_a = jax.random.split(key)
     if W0 is None:
-        params = jax.jit(init_learner, static_argnums=(1,), static_argnames="dtype")(
-            k_w, n_items, dtype=dtype
-        )
+        params = learner.init(k_w, n_items, config, dtype=dtype, x=x)
     else:
         params = {"W": zero_diagonal(jnp.asarray(W0, dtype))}
     adversary_params = adversary.init(k_a, n_items, config)
     optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
     adversary_optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
+    scratch = learner.scratch(params, product or config.product) if learner.scratch else None
     return TrainState(
         params=params,
         adversary_params=adversary_params,
         opt_state=jax.jit(optimizer.init)(params),
         adversary_opt_state=adversary_optimizer.init(adversary_params),
         step=jnp.zeros((), jnp.int32),
-        grad_buffer=(
-            jnp.zeros((n_items, n_items), dtype)
-            if resolve_product(product or config.product) == "sparse"
-            else None
-        ),
+        learner_scratch=scratch,
         optimizer=optimizer,
         adversary_optimizer=adversary_optimizer,
     )
@@ -148,19 +130,21 @@ def gda_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One descent–ascent step (Algorithms 1–2, in the order of the authors' code).
 
-    One Adam descent step on W with the weighted learner loss; then (the authors' code's
-    order; the paper's algorithm boxes list the adversary's update first), once
-    `state.step >= warmup_steps` (a traced check: no retrace when the adversary starts),
-    one Adam ascent step on the adversary's objective, computed with the updated W.
-    Jit this function (with the keyword options bound) with `donate_argnums=0`.
+    One Adam descent step on the learner with its weighted loss (`model.learner.update`
+    where the learner has a fused one, else the gradient of `model.learner.loss`); then
+    (the authors' code's order; the paper's algorithm boxes list the adversary's update
+    first), once `state.step >= warmup_steps` (a traced check: no retrace when the
+    adversary starts), one Adam ascent step on the adversary's objective, given the
+    updated learner's scores `[b, n]`. Jit this function (with the keyword options
+    bound) with `donate_argnums=0`.
 
     Args:
-      state: the train state (donated): `W: [n, n]`, the adversary's parameters (e.g.
-        `a: [n, 1]`) and both Adam states.
+      state: the train state (donated): the learner's and the adversary's parameters
+        and both Adam states.
       batch: the mini-batch's b users' rows (`[b, n]` as padded coordinates).
       key: this step's PRNG key (the paper's models are deterministic given the batch;
         it is there for adversaries or objectives that sample).
-      model: (adversary, objective).
+      model: (adversary, objective, learner).
       C, B: learner and adversary L2 weights.
       product: "dense", "sparse" or "segment" (see `resolve_product`).
       warmup_steps: learner-only steps before the adversary moves (K epochs).
@@ -168,36 +152,44 @@ def gda_step(
     Returns:
       (new state, metrics dict of scalars: data_loss, adversary_objective,
       adversary_active, weight_min/max/entropy/ess). `data_loss` is the learner loss
-      without its regulariser, Σ_u w_u ‖x_u − x_u W‖² at the W the step started from:
-      (C/2)‖W‖² is a read of all n² entries, 7% of a CPU step at n ≈ 25k, and its
-      gradient C·W needs no value, so `training` adds it once per epoch instead.
+      without its regulariser, Σ_u w_u ‖x_u − x_u W̃‖² at the learner the step started
+      from: the regulariser is a read of all of W (7% of a CPU step at n ≈ 25k for the
+      dense W), so `training` adds it once per epoch instead.
     """
     del key
     apply = model.adversary.apply
-    dtype = state.params["W"].dtype
+    learner = model.learner
+    dtype = jax.tree_util.tree_leaves(state.params)[0].dtype
     weights = adversary_weights(apply(state.adversary_params, batch))
-    buffer = state.grad_buffer
-    sparse = product == "sparse" and buffer is not None
-    # The sparse path needs no dense x: it is built only for an objective that reads it
-    # (the compiler drops it otherwise).
-    x = None if sparse else densify(batch, dtype)
-    if sparse:
-        loss, params, opt_state, buffer = _sparse_learner_update(state, batch, weights, C)
+    scratch = state.learner_scratch
+    # A fused update on the sparse product needs no dense x: it is built only for an
+    # objective that reads it (the compiler drops it otherwise).
+    fused = learner.update is not None
+    x = None if fused and product == "sparse" else densify(batch, dtype)
+    if fused:
+        loss, params, opt_state, scratch = learner.update(
+            state.params,
+            state.opt_state,
+            scratch,
+            batch,
+            x,
+            weights,
+            optimizer=state.optimizer,
+            C=C,
+            product=product,
+        )
     else:
-        (_, per_user), grads = jax.value_and_grad(learner_loss, has_aux=True)(
-            state.params, batch, x, weights, C=C, product=product, zero_diagonal=True
+        (_, per_user), grads = jax.value_and_grad(learner.loss, has_aux=True)(
+            state.params, batch, x, weights, C=C, product=product
         )
         loss = jnp.sum(weights * per_user)
-        # W's diagonal never moves: its gradient is masked in Adam's elementwise pass (a
-        # scatter there would make the n×n gradient a separate array, written and read).
-        grads = {**grads, "W": jnp.where(_diagonal(grads["W"].shape), 0.0, grads["W"])}
         updates, opt_state = state.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
 
     def ascend(operand):
         adv_params, adv_opt_state = operand
         x_dense = densify(batch, dtype) if x is None else x
-        scores = batch_product(params["W"], batch, x_dense, product=product, zero_diagonal=True)
+        scores = learner.scores(params, batch, x_dense, product=product)
         scores = jax.lax.stop_gradient(scores)
         value, g = jax.value_and_grad(model.objective)(
             adv_params, apply, batch, x_dense, scores, B=B
@@ -221,7 +213,7 @@ def gda_step(
         opt_state=opt_state,
         adversary_opt_state=adv_opt_state,
         step=state.step + 1,
-        grad_buffer=buffer,
+        learner_scratch=scratch,
     )
     metrics = {
         "data_loss": loss,
@@ -232,45 +224,11 @@ def gda_step(
     return new_state, metrics
 
 
-def _diagonal(shape) -> jax.Array:
-    """`[n, n]` bool, True on the diagonal (an iota compare, fused into its consumer)."""
-    return jax.lax.broadcasted_iota(jnp.int32, shape, 0) == jax.lax.broadcasted_iota(
-        jnp.int32, shape, 1
-    )
-
-
-def _sparse_learner_update(state, batch, weights, C):
-    """The learner's Adam step with the data gradient scattered into `grad_buffer`.
-
-    Same numbers as differentiating `learner_loss`, with no n×n temporary: the data
-    gradient −2 Σ_u w_u x_uᵀ r_u is written into the batch's items' rows of the buffer
-    (`scatter_rows`: never cleared, the other rows are masked), and the regulariser's
-    C·W and the diagonal mask are applied inside Adam's elementwise pass. W's diagonal
-    is 0 in every `TrainState` (`init_state` zeroes it, every step keeps it, masked in
-    the same pass), so the products skip the mask. The residual is the step's one
-    `[b, n]` temporary (`sparse_residual`; the gradient's per-user factors are applied
-    inside the scatter): each fresh temporary costs page faults on a CPU, 0.25 s a step
-    for the three `[b, n]` arrays this used to make at amazon-book size (measured: 75k
-    minor faults a step, now 27k).
-    """
-    W = state.params["W"]
-    residual = sparse_residual(W, batch)
-    loss = jnp.sum(weights * jnp.sum(jnp.square(residual), axis=-1))
-    buffer, touched = scatter_rows(state.grad_buffer, batch, residual, scale=-2.0 * weights)
-    diagonal = _diagonal(W.shape)
-    data = touched[:, None] & ~diagonal
-    grads = {"W": jnp.where(data, buffer, 0.0) + C * W}
-    updates, opt_state = state.optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    params = {**params, "W": jnp.where(diagonal, 0.0, params["W"])}
-    return loss, params, opt_state, buffer
-
-
 def make_step(model: Model, config, *, warmup_steps: int, product: str | None = None):
     """`gda_step` with the model and hyperparameters bound, jitted, state donated.
 
     Args:
-      model: (adversary, objective), e.g. `adversarial.make_model("rlarm")`.
+      model: (adversary, objective, learner), e.g. `adversarial.make_model("rlarm")`.
       config: a `ModelConfig` (C, B and product are read).
       warmup_steps: learner-only steps before the adversary moves.
       product: overrides `config.product`.

@@ -27,6 +27,7 @@ from arm_jax.configs import (
     ADVERSARIAL_MODELS,
     HYPERPARAMETERS,
     MODELS,
+    REGISTRY,
     SMALL_DATASETS,
     model_config,
 )
@@ -57,18 +58,10 @@ _OWN_GRIDS = {"alpha": [0.05, 0.1, 0.2, 0.5], "dropout_p": [0.1, 0.25, 0.5]}
 
 
 def swept_parameters(model: str) -> tuple[str, ...]:
-    """The hyperparameters the default grid of `model` searches (ModelConfig fields)."""
-    if model == "ease":
-        return ("C",)
-    if model == "ease_ipw":
-        return ("C", "beta")
-    if model == "rlarm_nn":
-        return ("learning_rate", "C", "B", "hidden_dim")
-    if model in ("cvar_ease", "edlae"):
-        return ("C", "alpha" if model == "cvar_ease" else "dropout_p")
-    if model in ADVERSARIAL_MODELS:
-        return ("learning_rate", "C", "B")
-    raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    """The hyperparameters the default grid of `model` searches (`configs.REGISTRY`)."""
+    if model not in REGISTRY:
+        raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    return REGISTRY[model].swept
 
 
 def _neighbourhood(value: float, factors: tuple[float, ...]) -> list[float]:

@@ -32,7 +32,7 @@ def run_identity(
             "model": model,
             "seed": int(seed),
             "dtype": jnp.dtype(dtype).name,
-            "hyperparameters": {k: getattr(config, k) for k in configs.HYPERPARAMETERS[model]},
+            "hyperparameters": configs.model_hyperparameters(model, config),
             "data": data,
         }
     )

@@ -30,12 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from arm_jax import adversarial, gda, identity, io, metrics
-from arm_jax.configs import ADVERSARIAL_MODELS, ModelConfig
+from arm_jax import adversarial, gda, identity, io, learners, metrics
+from arm_jax.configs import ADVERSARIAL_MODELS, ModelConfig, config_record
 from arm_jax.data import Split, split_stats
-from arm_jax.ease import fit_ease, predict
 from arm_jax.errors import ConfigError
-from arm_jax.products import make_batch, predict_sparse, resolve_product
+from arm_jax.products import make_batch
 
 
 @dataclasses.dataclass
@@ -43,7 +42,10 @@ class TrainResult:
     """What `train_adversarial` returns.
 
     Attributes:
-      learner: `[n, n]` best masked W (jax array).
+      learner: the best learner as its `Learner.export` gives it: the dense learner's
+        `[n, n]` masked W (jax array), the low-rank learner's `{"P", "Q"}`.
+      learner_predict: `predict(learner, x: [users, n]) -> [users, n]` scores of it
+        (`metrics.evaluate`'s predict).
       adversary: the best adversary's parameters.
       adversary_apply: `apply(params, batch) -> [b]` raw scores of the model's adversary.
       history: one record per epoch (what `metrics.jsonl` holds).
@@ -52,7 +54,8 @@ class TrainResult:
       stop_reason: why training stopped ("patience", "max_epochs", "non-finite ...").
     """
 
-    learner: jax.Array
+    learner: Any
+    learner_predict: Callable
     adversary: Any
     adversary_apply: Callable
     history: list[dict]
@@ -69,9 +72,9 @@ def adversary_scores(result: TrainResult, x: sp.csr_matrix, *, chunk_size: int =
 
 
 def scoring_function(product: str):
-    """The `metrics.evaluate` predict function for `product`: `predict_sparse` where the
-    product resolves to sparse (CPUs), `ease.predict` (dense) elsewhere."""
-    return predict_sparse if resolve_product(product) == "sparse" else predict
+    """The dense learner's `metrics.evaluate` predict function for `product`
+    (`learners.dense_predictor`)."""
+    return learners.dense_predictor(product)
 
 
 def nnz_cap(x: sp.csr_matrix, batch_size: int) -> int:
@@ -92,7 +95,7 @@ def nnz_cap(x: sp.csr_matrix, batch_size: int) -> int:
 
 def _fingerprint(split, model: str, config: ModelConfig, seed: int, dtype) -> dict:
     # max_epochs and patience only say when to stop: a resumed run may change them.
-    trajectory = dataclasses.asdict(config)
+    trajectory = config_record(config)
     del trajectory["max_epochs"], trajectory["patience"]
     train = split.train
     data = split_stats(split) if isinstance(split, Split) else {}
@@ -144,21 +147,20 @@ def check_config(split, model: str, config: ModelConfig) -> None:
     m = split.train.shape[0]
     if config.batch_size > m:
         raise ConfigError(f"--batch_size={config.batch_size} is larger than the {m} training users")
+    learners.check_learner(config, split.train.shape[1])
 
 
-_squared_norm = jax.jit(adversarial.l2_norm_sq)  # fused: no n×n temporary
-
-
-def _epoch_record(step_metrics: list[dict], W: jax.Array, C: float) -> dict:
-    """The epoch's means; the learner loss is the steps' mean data loss plus (C/2)‖W‖²
-    of the epoch's last W (the steps do not read all of W for it, see `gda_step`)."""
+def _epoch_record(step_metrics: list[dict], penalty: jax.Array, C: float) -> dict:
+    """The epoch's means; the learner loss is the steps' mean data loss plus (C/2)‖W̃‖²
+    (`penalty`) of the epoch's last learner (the steps do not read all of W for it, see
+    `gda_step`)."""
     host = jax.device_get(step_metrics)
     stacked = {k: np.asarray([s[k] for s in host], np.float64) for k in host[0]}
     active = stacked["adversary_active"] > 0
     obj = stacked["adversary_objective"][active]
     data_loss = float(stacked["data_loss"].mean())
     return {
-        "learner_loss": data_loss + 0.5 * C * float(_squared_norm(W)),
+        "learner_loss": data_loss + 0.5 * C * float(penalty),
         "data_loss": data_loss,
         "adversary_objective": float(obj.mean()) if active.any() else None,
         "adversary_steps": int(active.sum()),
@@ -235,16 +237,17 @@ def train_adversarial(
       progress: show a tqdm bar over each epoch's steps.
       callback: called with each epoch's record.
       dtype: dtype of W and its Adam state.
-      adversarial_model: a custom `adversarial.Model` (adversary and objective).
+      adversarial_model: a custom `adversarial.Model` (adversary, objective, learner);
+        by default the paper's `model` with the learner `config.learner` names.
 
     Returns:
-      A `TrainResult` with the best learner (`[n, n]`) and adversary.
+      A `TrainResult` with the best learner (exported, e.g. `[n, n]`) and adversary.
 
     Raises:
       ConfigError: a bad model or batch size, or a workdir holding another run.
     """
     check_config(split, model, config)
-    spec = adversarial_model or adversarial.make_model(model)
+    spec = adversarial_model or adversarial.make_model(model, learners.make_learner(config))
     x = split.train.tocsr().astype(np.float32)
     m, n = x.shape
     b = config.batch_size
@@ -254,17 +257,20 @@ def train_adversarial(
 
     root = jax.random.PRNGKey(seed)
     init_key, step_root = jax.random.split(root)
-    W0 = None
     latest = os.path.join(workdir, "latest.npz") if workdir else None
     best_path = os.path.join(workdir, "best.npz") if workdir else None
     resuming = check_workdir(
         split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
     )
-    if config.warm_start and not resuming:
-        # C/2: the stationary point of the learner's own loss with uniform weights.
-        W0 = fit_ease(x, C=config.C / 2, dtype=dtype)
-    state = gda.init_state(init_key, n, adversary=spec.adversary, config=config, W0=W0, dtype=dtype)
-    del W0
+    state = gda.init_state(
+        init_key,
+        n,
+        adversary=spec.adversary,
+        config=config,
+        dtype=dtype,
+        learner=spec.learner,
+        x=x if config.warm_start and not resuming else None,  # a restored state replaces it
+    )
     step_fn = gda.make_step(spec, config, warmup_steps=config.warmup_epochs * steps_per_epoch)
 
     epoch, best_ndcg, best_epoch, bad_epochs, history = 0, -np.inf, 0, 0, []
@@ -276,14 +282,16 @@ def train_adversarial(
         bad_epochs, history, cap = meta["bad_epochs"], meta["history"], meta["nnz_cap"]
         if best_epoch:
             _, best_arrays = _load(best_path)
-            best = _unflatten({"W": 0, "adversary": state.adversary_params}, best_arrays)
+            like = jax.eval_shape(spec.learner.export, state.params)
+            best = _unflatten({"W": like, "adversary": state.adversary_params}, best_arrays)
             best_W, best_adv = best["W"], best["adversary"]
         _rewrite_metrics(workdir, history)
     elif workdir:
         os.makedirs(workdir, exist_ok=True)
         _rewrite_metrics(workdir, [])
 
-    score = scoring_function(config.product)
+    score = spec.learner.predictor(config.product)
+    penalty = jax.jit(spec.learner.penalty)  # fused: no n×n temporary
     # Initialisation runs asynchronously (Glorot-normal W: ≈15 s at n ≈ 25k on 2 CPU
     # cores); wait for it so that epoch 1's step_seconds time the steps only.
     jax.block_until_ready(state)
@@ -307,7 +315,8 @@ def train_adversarial(
             state, step_out = step_fn(state, batch, key)
             step_metrics.append(step_out)
         # Waits for the steps.
-        record = {"epoch": epoch + 1, **_epoch_record(step_metrics, state.params["W"], config.C)}
+        record = _epoch_record(step_metrics, penalty(state.params), config.C)
+        record = {"epoch": epoch + 1, **record}
         record["step_seconds"] = time.perf_counter() - start
         epoch += 1
         if not _finite(record):
@@ -322,7 +331,7 @@ def train_adversarial(
                 callback(record)
             break
         valid_start = time.perf_counter()
-        W = adversarial.learner_matrix(state.params)
+        W = spec.learner.export(state.params)  # what evaluation scores with
         per_user = metrics.evaluate(score, W, split.valid_tr, split.valid_te)
         summary = metrics.summarize(per_user)
         record.update({f"valid_{k}": summary[k] for k in metrics.METRICS})
@@ -356,10 +365,11 @@ def train_adversarial(
         stop_reason = "patience" if bad_epochs >= config.patience else "max_epochs"
 
     if best_W is None:  # diverged before the first evaluation: keep what there is
-        best_W = jax.device_get(adversarial.learner_matrix(state.params))
+        best_W = jax.device_get(spec.learner.export(state.params))
         best_adv = jax.device_get(state.adversary_params)
     return TrainResult(
-        learner=jnp.asarray(best_W),
+        learner=jax.tree_util.tree_map(jnp.asarray, best_W),
+        learner_predict=score,
         adversary=jax.tree_util.tree_map(jnp.asarray, best_adv),
         adversary_apply=spec.adversary.apply,
         history=history,
@@ -370,7 +380,7 @@ def train_adversarial(
 
 
 def _state_tree(state: gda.TrainState) -> dict:
-    # grad_buffer is scratch (each step overwrites the rows it reads): not saved.
+    # learner_scratch is scratch (each step overwrites the rows it reads): not saved.
     return {
         "params": state.params,
         "adversary_params": state.adversary_params,

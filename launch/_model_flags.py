@@ -11,6 +11,7 @@ from absl import flags
 
 from arm_jax import configs
 from arm_jax.errors import ConfigError
+from arm_jax.learners import LEARNERS
 from arm_jax.products import PRODUCTS
 
 MODEL = flags.DEFINE_string("model", "ease", f"One of {', '.join(configs.MODELS)}.")
@@ -31,6 +32,10 @@ ROUNDS = flags.DEFINE_integer("rounds", None, "CVaR-EASE: reweighting rounds (>=
 CVAR_LOSS = flags.DEFINE_enum("cvar_loss", None, ["squared", "rank"], "CVaR-EASE: user loss.")
 DROPOUT_P = flags.DEFINE_float("dropout_p", None, "EDLAE: dropout probability p in [0, 1).")
 GROUPS = flags.DEFINE_integer("groups", None, "Group DRO: activity-quantile user groups.")
+LEARNER = flags.DEFINE_enum(
+    "learner", None, list(LEARNERS), "Adversarial models' learner: dense W or W = P Qᵀ."
+)
+RANK = flags.DEFINE_integer("rank", None, "r, rank of --learner=low_rank (P, Q: [n, r]).")
 FLOAT64 = flags.DEFINE_bool("float64", False, "Compute in float64 (sets jax_enable_x64).")
 
 
@@ -83,15 +88,18 @@ def model_config_from_flags(dataset: str, n_train_users: int | None = None) -> c
         cvar_loss=CVAR_LOSS.value,
         dropout_p=DROPOUT_P.value,
         groups=GROUPS.value,
+        learner=LEARNER.value,
+        rank=RANK.value,
     )
     model = MODEL.value
-    used = set(configs.HYPERPARAMETERS[model])
-    if model in configs.ADVERSARIAL_MODELS:
-        used |= {"max_epochs", "patience", "product"}  # how the run is carried out
+    spec = configs.REGISTRY[model]
+    used = set(spec.hyperparameters) | set(spec.run_options)
     unused = [f"--{k}" for k, v in given.items() if v is not None and k not in used]
     if unused:
         raise ConfigError(
             f"{', '.join(unused)}: not used by --model={model} "
             f"(it takes {', '.join('--' + k for k in sorted(used))})"
         )
+    if RANK.value is not None and LEARNER.value != "low_rank":
+        raise ConfigError(f"--rank={RANK.value} is for --learner=low_rank; give that too")
     return configs.model_config(dataset, model, **given)

@@ -1,0 +1,341 @@
+"""Learners: the part of an adversarial model that recommends, as pure functions.
+
+A `Learner` is what the descent–ascent step knows of the model it trains: how to start
+its parameters, its scores `x_u W̃` for a batch (what the adversary's objective reads),
+and its loss Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)‖W̃‖² (what the step differentiates). W̃ is an
+item–item matrix with its diagonal removed (a user's own items never predict themselves).
+
+- `DENSE_LEARNER`: W̃ a dense `[n, n]` matrix with a zero diagonal (the paper's); its
+  fused `update` keeps the sparse CPU path of `products` (no n×n temporary a step).
+- `low_rank_learner(rank)`: W̃ = P Qᵀ − diag(P Qᵀ), `P, Q: [n, r]` (ELSA-style): memory
+  linear in n, scores `(x P) Qᵀ − x ⊙ diag(P Qᵀ)`, never an n×n array.
+
+A learner of one's own is a `Learner` of functions with the same signatures.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
+
+from arm_jax import io
+from arm_jax.ease import fit_ease, predict
+from arm_jax.ease import save_model as ease_save_model
+from arm_jax.errors import ConfigError
+from arm_jax.products import (
+    SparseBatch,
+    add_batch,
+    batch_product,
+    densify,
+    predict_sparse,
+    resolve_product,
+    scatter_rows,
+    sparse_matmul,
+    sparse_residual,
+)
+
+Params = Any
+
+
+class Learner(NamedTuple):
+    """A learner as pure functions (the step and the loop know only these).
+
+    Attributes:
+      init: `init(key, n_items, config, *, dtype, x=None) -> params`; `x` is the
+        `[m, n]` CSR training matrix to warm-start from (given when `config.warm_start`),
+        or None for a random start.
+      scores: `scores(params, batch, x, *, product) -> [b, n]` predictions `x_u W̃`;
+        `x` is the batch dense `[b, n]` (a learner may use the sparse `batch` instead).
+      loss: `loss(params, batch, x, weights, *, C, product) -> (loss, per_user [b])`:
+        Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)·penalty, and the per-user squared errors.
+      penalty: `penalty(params) -> ‖W̃‖²` (the loop adds (C/2)· it to the epoch's loss).
+      export: `export(params) -> model`: what evaluation scores with and
+        `TrainResult.learner` holds.
+      predictor: `predictor(product) -> predict(model, x: [users, n]) -> [users, n]`, a
+        module-level function (`metrics.evaluate` compiles once per function).
+      update: optional fused descent step `update(params, opt_state, scratch, batch, x,
+        weights, *, optimizer, C, product) -> (data loss, params, opt_state, scratch)`
+        for a learner with a faster path than differentiating `loss`; `x` is None on
+        the sparse product (build it from `batch` if needed).
+      scratch: optional `scratch(params, product) -> pytree or None`, persistent
+        per-step scratch of `update` kept (and donated) in the train state.
+    """
+
+    init: Callable[..., Params]
+    scores: Callable[..., jax.Array]
+    loss: Callable[..., tuple[jax.Array, jax.Array]]
+    penalty: Callable[[Params], jax.Array]
+    export: Callable[[Params], Any]
+    predictor: Callable[[str], Callable[[Any, jax.Array], jax.Array]]
+    update: Callable[..., tuple] | None = None
+    scratch: Callable[[Params, str], Any] | None = None
+
+
+def l2_norm_sq(params: Params) -> jax.Array:
+    """Σ of squares over every leaf of a pytree."""
+    return sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
+
+
+def _diagonal(shape) -> jax.Array:
+    """`[n, n]` bool, True on the diagonal (an iota compare, fused into its consumer)."""
+    return jax.lax.broadcasted_iota(jnp.int32, shape, 0) == jax.lax.broadcasted_iota(
+        jnp.int32, shape, 1
+    )
+
+
+# ---------------------------------------------------------------------- dense W
+def init_learner(key: jax.Array, n_items: int, *, dtype=jnp.float32) -> Params:
+    """Glorot-normal `W: [n, n]` with a zero diagonal, as `{"W": W}`."""
+    w = jax.nn.initializers.glorot_normal()(key, (n_items, n_items), dtype)
+    return {"W": zero_diagonal(w)}
+
+
+def zero_diagonal(w: jax.Array) -> jax.Array:
+    """`w` with its diagonal set to 0 (in place when `w` is not used elsewhere)."""
+    idx = jnp.arange(w.shape[0])
+    return w.at[idx, idx].set(0.0)
+
+
+def learner_matrix(params: Params) -> jax.Array:
+    """The dense learner's `W: [n, n]` from its params `{"W": W}`, diagonal masked to 0
+    (what predicts `x W`)."""
+    return zero_diagonal(params["W"])
+
+
+def learner_loss(
+    params: Params,
+    batch: SparseBatch,
+    x: jax.Array,
+    weights: jax.Array,
+    *,
+    C: float,
+    product: str,
+    zero_diagonal: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+    """The weighted EASE loss Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)‖W̃‖² (eq. 6 and 9).
+
+    Args:
+      params: `{"W": [n, n]}`.
+      batch, x: the users' rows, sparse and dense `[b, n]`.
+      weights: `[b]` user weights (sum to 1 for the paper's models).
+      C: L2 weight of W.
+      product: "dense", "sparse" or "segment".
+      zero_diagonal: promise that W's diagonal is already 0 (a `TrainState`'s W always
+        is): no mask, so the gradient is a product plus C·W with no diagonal scatter.
+        Its diagonal is then the unmasked one: mask it before a step.
+
+    Returns:
+      (loss scalar, per-user squared errors `[b]`).
+    """
+    w = params["W"]
+    xw = batch_product(w, batch, x, product=product, zero_diagonal=zero_diagonal)
+    per_user = jnp.sum(jnp.square(x - xw), axis=-1)
+    reg = jnp.sum(jnp.square(w))
+    if not zero_diagonal:
+        reg = reg - jnp.sum(jnp.square(jnp.diagonal(w)))
+    return jnp.sum(weights * per_user) + 0.5 * C * reg, per_user
+
+
+def _dense_init(key, n_items, config, *, dtype=jnp.float32, x=None):
+    if x is not None:  # C/2: the stationary point of the loss with uniform weights
+        return {"W": zero_diagonal(fit_ease(x, C=config.C / 2, dtype=dtype))}
+    init = jax.jit(init_learner, static_argnums=(1,), static_argnames="dtype")
+    return init(key, n_items, dtype=dtype)
+
+
+def _dense_scores(params, batch, x, *, product):
+    # A state's W has a zero diagonal (init and every update keep it): no mask.
+    return batch_product(params["W"], batch, x, product=product, zero_diagonal=True)
+
+
+def _dense_loss(params, batch, x, weights, *, C, product):
+    return learner_loss(params, batch, x, weights, C=C, product=product)
+
+
+def _dense_update(params, opt_state, scratch, batch, x, weights, *, optimizer, C, product):
+    """The dense learner's Adam step: the sparse path into `scratch`, or autodiff."""
+    if product == "sparse" and scratch is not None:
+        return _sparse_update(params, opt_state, scratch, batch, weights, optimizer, C)
+    x = densify(batch, params["W"].dtype) if x is None else x
+    (_, per_user), grads = jax.value_and_grad(learner_loss, has_aux=True)(
+        params, batch, x, weights, C=C, product=product, zero_diagonal=True
+    )
+    # W's diagonal never moves: its gradient is masked in Adam's elementwise pass (a
+    # scatter there would make the n×n gradient a separate array, written and read).
+    grads = {**grads, "W": jnp.where(_diagonal(grads["W"].shape), 0.0, grads["W"])}
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return jnp.sum(weights * per_user), optax.apply_updates(params, updates), opt_state, scratch
+
+
+def _sparse_update(params, opt_state, buffer, batch, weights, optimizer, C):
+    """The Adam step with the data gradient scattered into `buffer` (`[n, n]` scratch).
+
+    Same numbers as differentiating `learner_loss`, with no n×n temporary: the data
+    gradient −2 Σ_u w_u x_uᵀ r_u is written into the batch's items' rows of the buffer
+    (`scatter_rows`: never cleared, the other rows are masked), and C·W and the
+    diagonal mask are applied inside Adam's elementwise pass. The residual is the
+    step's one `[b, n]` temporary (`sparse_residual`).
+    """
+    W = params["W"]
+    residual = sparse_residual(W, batch)
+    loss = jnp.sum(weights * jnp.sum(jnp.square(residual), axis=-1))
+    buffer, touched = scatter_rows(buffer, batch, residual, scale=-2.0 * weights)
+    diagonal = _diagonal(W.shape)
+    data = touched[:, None] & ~diagonal
+    grads = {"W": jnp.where(data, buffer, 0.0) + C * W}
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    params = {**params, "W": jnp.where(diagonal, 0.0, params["W"])}
+    return loss, params, opt_state, buffer
+
+
+def _dense_scratch(params, product):
+    # The sparse path's gradient buffer: persistent and donated, since a fresh n×n
+    # temporary each step costs page faults on a CPU (docs/performance.md).
+    w = params["W"]
+    return jnp.zeros(w.shape, w.dtype) if resolve_product(product) == "sparse" else None
+
+
+def dense_predictor(product: str):
+    """`predict(W, x)` for `metrics.evaluate`: `products.predict_sparse` where `product`
+    resolves to sparse (CPUs), `ease.predict` (dense) elsewhere."""
+    return predict_sparse if resolve_product(product) == "sparse" else predict
+
+
+DENSE_LEARNER = Learner(
+    init=_dense_init,
+    scores=_dense_scores,
+    loss=_dense_loss,
+    penalty=l2_norm_sq,
+    export=learner_matrix,
+    predictor=dense_predictor,
+    update=_dense_update,
+    scratch=_dense_scratch,
+)
+"""The paper's learner: a dense `W: [n, n]`, `{"W": W}`, diagonal held at 0."""
+
+
+# --------------------------------------------------------------------- low rank
+def _rowdot(params) -> jax.Array:
+    """`diag(P Qᵀ)`: `[n]`, each item's weight on itself (removed from the scores)."""
+    return jnp.sum(params["P"] * params["Q"], axis=-1)
+
+
+def _low_rank_init(key, n_items, config, *, dtype=jnp.float32, x=None):
+    rank = config.rank
+    if x is not None:
+        return _ridge_factors(key, x, rank, C=config.C, dtype=dtype)
+    k_p, k_q = jax.random.split(key)
+    glorot = jax.nn.initializers.glorot_normal()
+    return {"P": glorot(k_p, (n_items, rank), dtype), "Q": glorot(k_q, (n_items, rank), dtype)}
+
+
+def _ridge_factors(key, x: sp.csr_matrix, rank: int, *, C: float, dtype) -> Params:
+    """Warm start: the rank-r minimiser of the uniform-weight loss without the diagonal
+    constraint, W = V diag(s/(s + C/2)) Vᵀ, s the top eigenvalues of XᵀX/m.
+
+    V and s by a randomized SVD of the sparse X (Halko et al. 2011, 4 power iterations):
+    memory O((m + n)·r), no n×n array. P = Q = V diag(√(s/(s + C/2))).
+    """
+    m, n = x.shape
+    x = x.astype(np.float64)
+    k = min(rank + 10, m, n)
+    omega = np.asarray(jax.random.normal(key, (n, k)), np.float64)
+    y = np.linalg.qr(x @ omega)[0]
+    for _ in range(4):  # power iterations: sharper top subspace of a flat spectrum
+        y = np.linalg.qr(x @ np.linalg.qr(x.T @ y)[0])[0]
+    _, sigma, vt = np.linalg.svd(np.asarray((x.T @ y).T), full_matrices=False)
+    s = np.square(sigma[:rank]) / m
+    factor = np.zeros((n, rank))
+    factor[:, : len(s)] = vt[: len(s)].T * np.sqrt(s / (s + C / 2))[None, :]
+    # Two arrays, not one twice: the step donates every buffer of the state.
+    return {"P": jnp.asarray(factor, dtype), "Q": jnp.array(factor, dtype)}
+
+
+def _low_rank_scores(params, batch, x, *, product):
+    """`(x P) Qᵀ − x ⊙ diag(P Qᵀ)` from the batch's coordinates: `[b, n]`."""
+    del x, product
+    scores = sparse_matmul(batch, params["P"]) @ params["Q"].T
+    own = jnp.asarray(batch.vals).astype(scores.dtype) * _rowdot(params)[batch.cols]
+    return scores.at[batch.rows, batch.cols].add(-own)
+
+
+def _low_rank_penalty(params) -> jax.Array:
+    """‖W̃‖² = tr(PᵀP QᵀQ) − ‖diag(P Qᵀ)‖², from `[r, r]` Gram matrices."""
+    p, q = params["P"], params["Q"]
+    return jnp.sum((p.T @ p) * (q.T @ q)) - jnp.sum(jnp.square(_rowdot(params)))
+
+
+def _low_rank_loss(params, batch, x, weights, *, C, product):
+    residual = add_batch(-_low_rank_scores(params, batch, x, product=product), batch)
+    per_user = jnp.sum(jnp.square(residual), axis=-1)
+    return jnp.sum(weights * per_user) + 0.5 * C * _low_rank_penalty(params), per_user
+
+
+def low_rank_predict(params: Params, x: jax.Array) -> jax.Array:
+    """Scores `(x P) Qᵀ − x ⊙ diag(P Qᵀ)` of users' rows `x: [users, n]`: `[users, n]`."""
+    hi = jax.lax.Precision.HIGHEST  # as `ease.predict`: TF32 reorders near-ties on GPUs
+    xp = jnp.matmul(x, params["P"], precision=hi)
+    return jnp.matmul(xp, params["Q"].T, precision=hi) - x * _rowdot(params)[None, :]
+
+
+def _factors(params):
+    return params  # evaluated and saved as the factors: never an n×n W
+
+
+def _low_rank_predictor(product):
+    del product  # (x P) Qᵀ is two narrow matmuls whatever the dense learner's product
+    return low_rank_predict
+
+
+LOW_RANK_LEARNER = Learner(
+    init=_low_rank_init,
+    scores=_low_rank_scores,
+    loss=_low_rank_loss,
+    penalty=_low_rank_penalty,
+    export=_factors,
+    predictor=_low_rank_predictor,
+)
+"""W̃ = P Qᵀ with its diagonal's contribution removed (ELSA-style), `{"P", "Q"}` of
+`[n, config.rank]`: Glorot-normal, or with a warm start `_ridge_factors`."""
+
+LEARNERS: dict[str, Learner] = {"dense": DENSE_LEARNER, "low_rank": LOW_RANK_LEARNER}
+"""The learners `ModelConfig.learner` (`--learner`) names."""
+
+
+def make_learner(config) -> Learner:
+    """The learner `config.learner` names ("dense" or "low_rank")."""
+    return LEARNERS[getattr(config, "learner", "dense")]
+
+
+def check_learner(config, n_items: int) -> None:
+    """Raises ConfigError for an unknown learner or a rank outside [1, n_items]."""
+    name = getattr(config, "learner", "dense")
+    if name not in LEARNERS:
+        raise ConfigError(f"--learner must be one of {', '.join(LEARNERS)}, got {name!r}")
+    if name == "low_rank" and not 1 <= config.rank <= n_items:
+        raise ConfigError(f"--rank must be in [1, {n_items}] (the items), got {config.rank}")
+
+
+def save_model(path: str, model, **meta) -> None:
+    """Writes an exported learner to an `.npz` atomically: a dense `W: [n, n]` as
+    `ease.save_model` does, the low-rank `{"P", "Q"}` as its two factors."""
+    if isinstance(model, dict):
+        io.savez(path, **{k: np.asarray(v) for k, v in {**model, **meta}.items()})
+    else:
+        ease_save_model(path, model, **meta)
+
+
+def load_learned(path: str) -> tuple[Any, Callable, dict[str, np.ndarray]]:
+    """Reads `save_model`'s file: (model on the device, its `predict(model, x)` for
+    `metrics.evaluate`, the other arrays such as `item_ids`)."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    if "W" in arrays:
+        return jnp.asarray(arrays.pop("W")), dense_predictor("auto"), arrays
+    factors = {k: jnp.asarray(arrays.pop(k)) for k in ("P", "Q")}
+    return factors, low_rank_predict, arrays
