@@ -11,12 +11,15 @@ The public API, by layer:
   `gda_step`, `make_step`, `SparseBatch`, `make_batch`, `nnz_cap`, `train_adversarial`,
   and for writing adversaries `sparse_matmul` (a batch's rows times a narrow matrix) and
   `learner_matrix` (W with its diagonal masked);
+- the training loop in pieces (what `train_adversarial` composes): `epoch_batches`,
+  `train_epoch`, `evaluate_learner`, `EarlyStopping`, `Checkpointer` (orbax: latest and
+  best state), `MetricWriter` (`metrics.jsonl`);
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
   `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from arm_jax.adversarial import (
     LINEAR_ADVERSARY,
@@ -39,6 +42,7 @@ from arm_jax.analysis import (
     roc_auc,
     worst_users_improvement,
 )
+from arm_jax.checkpoints import Checkpointer, MetricWriter
 from arm_jax.configs import ModelConfig, SplitOptions, model_config, split_options
 from arm_jax.data import Split, load_split, make_synthetic, split_stats
 from arm_jax.ease import (
@@ -53,10 +57,11 @@ from arm_jax.ease import (
 from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.experiment import evaluate_model, run_experiment
 from arm_jax.gda import TrainState, gda_step, init_state, make_step
+from arm_jax.loop import EarlyStopping, epoch_batches, train_epoch
 from arm_jax.metrics import evaluate, ndcg_at_k, recall_at_k, summarize
 from arm_jax.products import SparseBatch, make_batch, sparse_matmul
 from arm_jax.report import analyze_workdirs, write_report
-from arm_jax.training import nnz_cap, train_adversarial
+from arm_jax.training import evaluate_learner, nnz_cap, train_adversarial
 
 __all__ = [
     "LINEAR_ADVERSARY",
@@ -78,6 +83,12 @@ __all__ = [
     "rank_loss",
     "rank_objective",
     "train_adversarial",
+    "Checkpointer",
+    "EarlyStopping",
+    "MetricWriter",
+    "epoch_batches",
+    "evaluate_learner",
+    "train_epoch",
     "ArmJaxError",
     "ConfigError",
     "DataError",

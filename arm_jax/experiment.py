@@ -11,7 +11,7 @@
   `group`; one entry per evaluated user;
 - `model.npz`: W and the item ids (`arm_jax.load_model`); adversarial models also write
   `adversary.npz` and `adversary_scores.npz` (score of every training user), plus the
-  training files of `arm_jax.training` (`metrics.jsonl`, checkpoints).
+  training files of `arm_jax.training` (`metrics.jsonl`, `checkpoints/`).
 """
 
 import dataclasses
@@ -145,8 +145,9 @@ def run_experiment(
     dtype=jnp.float32,
     resume: bool = False,
     progress: bool = False,
-    callback: Callable[[dict], None] | None = None,
+    callback: Callable | None = None,
     extra_config: dict | None = None,
+    checkpoint_every: int = training.CHECKPOINT_EVERY,
 ) -> dict:
     """Trains `model` on `split`, evaluates it and writes the workdir (module docstring).
 
@@ -159,8 +160,10 @@ def run_experiment(
       dtype: float32, or float64 with x64 enabled.
       resume: continue an adversarial run from the workdir's latest checkpoint.
       progress: show a progress bar over training steps.
-      callback: called with each epoch's record of an adversarial run.
+      callback: called with each epoch's record (and state, if it takes two
+        arguments) of an adversarial run.
       extra_config: more settings to record in `config.json` (e.g. data flags).
+      checkpoint_every: epochs between an adversarial run's latest checkpoints.
 
     Returns:
       The content of `results.json`.
@@ -176,7 +179,7 @@ def run_experiment(
     record = {**run_record(split, model, config, seed=seed, dtype=dtype), **(extra_config or {})}
     check_workdir(workdir, record)
     if model in configs.ADVERSARIAL_MODELS:
-        training.check_config(split, model, config)
+        training.check_config(split, model, config, checkpoint_every=checkpoint_every)
         training.check_workdir(
             split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
         )
@@ -195,6 +198,7 @@ def run_experiment(
             progress=progress,
             callback=callback,
             dtype=dtype,
+            checkpoint_every=checkpoint_every,
         )
         w = result.learner
         seconds = {"train": time.perf_counter() - start}
