@@ -73,7 +73,7 @@ def tree_checksum(tree) -> str:
     sums = jax.device_get(_leaf_sums([v for _, v in leaves]))
     text = json.dumps(
         [
-            [jax.tree_util.keystr(p), list(np.shape(v)), str(jnp.asarray(v).dtype), int(s)]
+            [jax.tree_util.keystr(p), list(np.shape(v)), str(np.result_type(v)), int(s)]
             for (p, v), s in zip(leaves, sums)
         ]
     )
