@@ -67,13 +67,18 @@ def _leaf_sums(leaves: list) -> list:
     return out
 
 
+def _dtype_name(leaf) -> str:
+    dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
+    return np.dtype(dtype).name
+
+
 def tree_checksum(tree) -> str:
     """A checksum of a pytree's arrays (their bits, shapes, dtypes and paths)."""
     leaves = jax.tree_util.tree_leaves_with_path(tree)
     sums = jax.device_get(_leaf_sums([v for _, v in leaves]))
     text = json.dumps(
         [
-            [jax.tree_util.keystr(p), list(np.shape(v)), str(np.result_type(v)), int(s)]
+            [jax.tree_util.keystr(p), list(np.shape(v)), _dtype_name(v), int(s)]
             for (p, v), s in zip(leaves, sums)
         ]
     )
