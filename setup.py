@@ -4,7 +4,7 @@ import setuptools
 
 setuptools.setup(
     name="arm_jax",
-    version="0.1.0",
+    version="0.2.0",
     description=(
         "EASE, EASE-IPW, ARM, R-LARM and R-LARM(NN) in JAX: adversarially reweighted "
         "recommenders for under-served users (Shivaswamy & Garcia-Garcia, RecSys'22)."
@@ -26,6 +26,7 @@ setuptools.setup(
         "pyarrow>=14",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "orbax-checkpoint>=0.11",
     ],
     extras_require={
         "test": [

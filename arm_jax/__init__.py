@@ -15,13 +15,16 @@ The public API, by layer:
 - learners: `Learner` (init, scores, loss, …), `DENSE_LEARNER` (the paper's `W: [n, n]`),
   `LOW_RANK_LEARNER` (`W = P Qᵀ` without its diagonal), `make_learner`,
   `low_rank_predict`, `load_learned`;
+- the training loop in pieces (what `train_adversarial` composes): `epoch_batches`,
+  `train_epoch`, `evaluate_learner`, `EarlyStopping`, `Checkpointer` (orbax: latest and
+  best state), `MetricWriter` (`metrics.jsonl`);
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
   `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`; each model's
   own worst users: `cvar`, `worst_off_table`, `zero_share_table`, `best_rank`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from arm_jax.adversarial import (
     LINEAR_ADVERSARY,
@@ -44,6 +47,7 @@ from arm_jax.analysis import (
     roc_auc,
     worst_users_improvement,
 )
+from arm_jax.checkpoints import Checkpointer, MetricWriter
 from arm_jax.configs import ModelConfig, SplitOptions, model_config, split_options
 from arm_jax.data import Split, load_split, make_synthetic, split_stats
 from arm_jax.ease import (
@@ -66,10 +70,11 @@ from arm_jax.learners import (
     low_rank_predict,
     make_learner,
 )
+from arm_jax.loop import EarlyStopping, epoch_batches, train_epoch
 from arm_jax.metrics import best_rank, evaluate, ndcg_at_k, recall_at_k, summarize
 from arm_jax.products import SparseBatch, make_batch, sparse_matmul
 from arm_jax.report import analyze_workdirs, write_report
-from arm_jax.training import nnz_cap, train_adversarial
+from arm_jax.training import evaluate_learner, nnz_cap, train_adversarial
 from arm_jax.worst_off import cvar, worst_off_table, zero_share_table
 
 __all__ = [
@@ -98,6 +103,12 @@ __all__ = [
     "rank_loss",
     "rank_objective",
     "train_adversarial",
+    "Checkpointer",
+    "EarlyStopping",
+    "MetricWriter",
+    "epoch_batches",
+    "evaluate_learner",
+    "train_epoch",
     "ArmJaxError",
     "ConfigError",
     "DataError",

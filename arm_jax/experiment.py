@@ -13,7 +13,7 @@
 - `model.npz`: W and the item ids (`arm_jax.load_model`), or the low-rank learner's
   factors P and Q and the item ids (`learners.load_learned`); adversarial models also write
   `adversary.npz` and `adversary_scores.npz` (score of every training user), plus the
-  training files of `arm_jax.training` (`metrics.jsonl`, checkpoints).
+  training files of `arm_jax.training` (`metrics.jsonl`, `checkpoints/`).
 """
 
 import functools
@@ -155,8 +155,9 @@ def run_experiment(
     dtype=jnp.float32,
     resume: bool = False,
     progress: bool = False,
-    callback: Callable[[dict], None] | None = None,
+    callback: Callable | None = None,
     extra_config: dict | None = None,
+    checkpoint_every: int = training.CHECKPOINT_EVERY,
 ) -> dict:
     """Trains `model` on `split`, evaluates it and writes the workdir (module docstring).
 
@@ -169,8 +170,10 @@ def run_experiment(
       dtype: float32, or float64 with x64 enabled.
       resume: continue an adversarial run from the workdir's latest checkpoint.
       progress: show a progress bar over training steps.
-      callback: called with each epoch's record of an adversarial run.
+      callback: called with each epoch's record (and state, if it takes two
+        arguments) of an adversarial run.
       extra_config: more settings to record in `config.json` (e.g. data flags).
+      checkpoint_every: epochs between an adversarial run's latest checkpoints.
 
     Returns:
       The content of `results.json`.
@@ -192,16 +195,20 @@ def run_experiment(
         with io.workdir_lock(workdir):  # refuses a second run into `workdir` at once
             check_workdir(workdir, record)
             return _run_locked(
-                split, model, config, workdir, record, seed, dtype, resume, progress, callback
-            )
+                split, model, config, workdir, record, seed, dtype, resume, progress, callback,
+                checkpoint_every,
+            )  # fmt: skip
     except OSError as e:  # a file in the way, a read-only folder, a full disk
         raise ConfigError(io.os_error_message(e, f"the run's files in {workdir}")) from None
 
 
-def _run_locked(split, model, config, workdir, record, seed, dtype, resume, progress, callback):
+def _run_locked(
+    split, model, config, workdir, record, seed, dtype, resume, progress, callback,
+    checkpoint_every,
+):  # fmt: skip
     start = time.perf_counter()
     if model in configs.ADVERSARIAL_MODELS:
-        training.check_config(split, model, config)
+        training.check_config(split, model, config, checkpoint_every=checkpoint_every)
         training.check_workdir(
             split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
         )
@@ -223,6 +230,7 @@ def _run_locked(split, model, config, workdir, record, seed, dtype, resume, prog
                 if model == "group_dro"
                 else None
             ),
+            checkpoint_every=checkpoint_every,
         )
         w = result.learner
         predict = learners.make_learner(config).predictor("auto")

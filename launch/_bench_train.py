@@ -13,6 +13,7 @@ where a step's time goes.
   python launch/_bench_train.py amazon-book-shape sparse,dense 5   # standalone
 """
 
+import dataclasses
 import functools
 import resource
 import sys
@@ -23,7 +24,7 @@ import numpy as np
 import optax
 import scipy.sparse as sp
 
-from arm_jax import adversarial, configs, gda, training
+from arm_jax import adversarial, configs, gda, loop
 from arm_jax.products import batch_product, densify, make_batch, resolve_product
 
 SHAPES = {  # (users, items, nonzeros) of the training matrices
@@ -42,7 +43,11 @@ def _peak_memory_gib() -> dict:
 
 def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, model="rlarm"):
     """Compiles then times `steps` gda steps, then as many descent-only steps (the
-    adversary held: `learner_step_s`; the difference is the ascent); returns seconds."""
+    adversary held: `learner_step_s`; the difference is the ascent); returns seconds.
+
+    The steps are the library's loop (`loop.epoch_batches`, `loop.train_epoch`) cut to
+    `steps` batches an epoch; `train_epoch` waits for its steps before it returns.
+    """
     m, n = x.shape
     config = configs.model_config("ml-20m", model, batch_size=batch_size, product=product)
     spec = adversarial.make_model(model)
@@ -50,40 +55,35 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
     state = gda.init_state(jax.random.PRNGKey(0), n, adversary=spec.adversary, config=config)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - start
+    count = min(steps, m // batch_size)
+    cap = loop.nnz_cap(x, batch_size)
+
+    def epoch(step, state, e, k):
+        batches = loop.epoch_batches(x, seed=0, epoch=e, batch_size=batch_size, nnz_cap=cap)
+        batches = dataclasses.replace(
+            batches, users=batches.users[:k], nnz_caps=batches.nnz_caps[:k]
+        )
+        root = jax.random.PRNGKey(1)
+        return loop.train_epoch(step, state, batches, step_root=root, epoch=e, C=config.C)
+
     step = gda.make_step(spec, config, warmup_steps=0)
-    cap = training.nnz_cap(x, batch_size)
-    rng = np.random.default_rng(0)
-
-    def batch():
-        users = rng.permutation(m)[:batch_size]
-        nnz = int(np.diff(x.indptr)[users].sum())
-        return make_batch(x, users, max(cap, nnz))
-
-    carry = [state]  # the donated state, threaded through the calls
-
-    def stepping(step):
-        def call(i):
-            carry[0], metrics = step(carry[0], batch(), jax.random.PRNGKey(i))
-            return carry[0], metrics
-
-        return call
-
-    compile_s, per_step, (_, metrics) = _timed(stepping(step), steps)
-    loss = float(metrics["data_loss"])
+    state, first = epoch(step, state, 0, 1)  # compiles
+    state, timed = epoch(step, state, 1, count)
     # The same steps with the adversary held (descent only): the rest is the ascent.
     learner_step = gda.make_step(spec, config, warmup_steps=2**30)
-    _, learner_s, _ = _timed(stepping(learner_step), steps)
+    state, _ = epoch(learner_step, state, 2, 1)  # compiles
+    state, learner = epoch(learner_step, state, 3, count)
     del state
-    carry.clear()
+    per_step = timed["step_seconds"] / count
     return {
         "init_s": init_s,
-        "first_step_s": compile_s,
+        "first_step_s": first["step_seconds"],
         "step_s": per_step,
-        "learner_step_s": learner_s,
+        "learner_step_s": learner["step_seconds"] / count,
         "epoch_s_extrapolated": per_step * (m // batch_size),
         "steps_per_epoch": m // batch_size,
-        "timed_steps": steps,
-        "finite": bool(np.isfinite(loss)),
+        "timed_steps": count,
+        "finite": bool(np.isfinite(timed["data_loss"])),
     }
 
 
@@ -115,7 +115,7 @@ def time_parts(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int) -
     spec = adversarial.make_model("rlarm")
     state = gda.init_state(jax.random.PRNGKey(0), n, adversary=spec.adversary, config=config)
     rng = np.random.default_rng(1)
-    cap = training.nnz_cap(x, batch_size)
+    cap = loop.nnz_cap(x, batch_size)
     batches = [make_batch(x, rng.permutation(m)[:batch_size], cap) for _ in range(4)]
 
     @jax.jit

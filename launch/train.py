@@ -14,12 +14,17 @@ import _data_flags
 import _model_flags
 from absl import app, flags, logging
 
-from arm_jax import configs, experiment
+from arm_jax import configs, experiment, training
 from arm_jax.data import split_stats, split_warnings
 from arm_jax.errors import ArmJaxError
 
 WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default runs/DATASET/MODEL).")
 RESUME = flags.DEFINE_bool("resume", False, "Continue an adversarial run from its checkpoint.")
+CHECKPOINT_EVERY = flags.DEFINE_integer(
+    "checkpoint_every",
+    training.CHECKPOINT_EVERY,
+    "Epochs between an adversarial run's latest checkpoints (the best is kept as it improves).",
+)
 
 
 def _log_epoch(record: dict) -> None:
@@ -52,6 +57,7 @@ def main(argv):
         resume=RESUME.value,
         progress=True,
         callback=_log_epoch,
+        checkpoint_every=CHECKPOINT_EVERY.value,
         extra_config={"flags": flags.FLAGS.flag_values_dict()},
     )
     print(experiment.results_table(results))

@@ -56,7 +56,13 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     work = str(tmp_path / "b")
     with pytest.raises(_Kill):
         training.train_adversarial(
-            split, model="rlarm_nn", config=config, seed=3, workdir=work, callback=kill_after_two
+            split,
+            model="rlarm_nn",
+            config=config,
+            seed=3,
+            workdir=work,
+            callback=kill_after_two,
+            checkpoint_every=1,  # resumes from epoch 2 (test_checkpoints.py tries others)
         )
     resumed = training.train_adversarial(
         split, model="rlarm_nn", config=config, seed=3, workdir=work, resume=True

@@ -1,0 +1,274 @@
+"""A training run's files: orbax checkpoints of the latest and best state, `metrics.jsonl`.
+
+`Checkpointer(workdir)` keeps two orbax `CheckpointManager`s, each step an epoch:
+- `checkpoints/latest/<epoch>/`: the full train state (`tree`) and the loop's
+  bookkeeping (`meta`: epoch, early stopping, history, nnz cap, the run's fingerprint),
+  written every `checkpoint_every` epochs and at the last one; one is kept;
+- `checkpoints/best/<epoch>/`: the best learner and adversary (`tree`), written only when
+  the validation metric improves; kept until a committed `latest` no longer refers to it.
+Writes are atomic (orbax writes a temporary folder and renames it) and asynchronous (the
+arrays are copied to the host, then written while training goes on). Every checkpoint's
+`meta` holds a checksum of its arrays: orbax's chunks carry none, and a flipped byte
+would otherwise restore as a wrong number.
+"""
+
+import glob
+import hashlib
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from arm_jax import io
+from arm_jax.errors import ConfigError
+
+OLD_FILES = ("latest.npz", "best.npz")
+"""The checkpoints of arm_jax 0.1.0, which this version does not read."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(workdir, "checkpoints")
+
+
+def check_old_checkpoints(workdir: str) -> None:
+    """Raises ConfigError if `workdir` holds a checkpoint of arm_jax 0.1.0 (`.npz`)."""
+    for name in OLD_FILES:
+        if os.path.exists(os.path.join(workdir, name)):
+            raise ConfigError(
+                f"{workdir} holds a checkpoint of an older arm_jax ({name}); resume it with "
+                "arm_jax <= 0.1.0 or use a new workdir"
+            )
+
+
+def _words(leaf: jax.Array) -> jax.Array:
+    """The leaf's bits as a flat uint32 array."""
+    leaf = jnp.asarray(leaf)
+    if leaf.dtype == jnp.bool_:
+        return leaf.astype(jnp.uint32).ravel()
+    size = leaf.dtype.itemsize
+    if size < 4:
+        unsigned = jnp.uint8 if size == 1 else jnp.uint16
+        return jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32).ravel()
+    return jax.lax.bitcast_convert_type(leaf, jnp.uint32).ravel()
+
+
+@jax.jit
+def _leaf_sums(leaves: list) -> list:
+    # Σ word·(2i + 1) mod 2³²: one changed word always changes it (odd weights), and the
+    # sums are one pass over the arrays on their device, no host copy.
+    out = []
+    for leaf in leaves:
+        words = _words(leaf)
+        weights = 2 * jnp.arange(words.size, dtype=jnp.uint32) + 1
+        out.append(jnp.sum(words * weights, dtype=jnp.uint32))
+    return out
+
+
+def _dtype_name(leaf) -> str:
+    dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
+    return np.dtype(dtype).name
+
+
+def tree_checksum(tree) -> str:
+    """A checksum of a pytree's arrays (their bits, shapes, dtypes and paths)."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    sums = jax.device_get(_leaf_sums([v for _, v in leaves]))
+    text = json.dumps(
+        [
+            [jax.tree_util.keystr(p), list(np.shape(v)), _dtype_name(v), int(s)]
+            for (p, v), s in zip(leaves, sums)
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _meta_checksum(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "meta_checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _manager(path: str, *, max_to_keep: int | None):
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        # A write killed mid-way leaves `<epoch>.orbax-checkpoint-tmp*`: removed here.
+        cleanup_tmp_directories=True,
+        enable_async_checkpointing=True,
+    )
+    return ocp.CheckpointManager(
+        os.path.abspath(path), options=options, item_names=("tree", "meta")
+    )
+
+
+def _damaged(where: str, error: Exception | str) -> ConfigError:
+    """The error for a damaged checkpoint in `where` (`.../checkpoints/KIND/EPOCH`)."""
+    reason = str(error if isinstance(error, str) else f"{type(error).__name__}: {error}")
+    reason = (reason.strip().splitlines() or ["unreadable"])[0][:200]
+    folder = os.path.dirname(os.path.dirname(where))
+    return ConfigError(
+        f"{where}: the checkpoint is damaged ({reason}); to start over, delete {folder} "
+        "and run again without --resume, or use a new workdir"
+    )
+
+
+def _check_meta(meta, where: str) -> None:
+    if not isinstance(meta, dict) or meta.get("meta_checksum") != _meta_checksum(meta):
+        raise _damaged(where, "its meta does not match its checksum")
+
+
+def _restore(manager, path: str, step: int, like=None) -> tuple:
+    """(tree or None, meta) of `step`, checked against the checksums its meta holds."""
+    items = {"meta": ocp.args.JsonRestore()}
+    if like is not None:
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+        items["tree"] = ocp.args.StandardRestore(abstract)
+    where = os.path.join(path, str(step))
+    try:
+        out = manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # orbax and tensorstore raise many kinds for a damaged file
+        raise _damaged(where, e) from e
+    meta = out["meta"]
+    _check_meta(meta, where)
+    tree = out["tree"] if like is not None else None
+    if tree is not None and tree_checksum(tree) != meta.get("checksum"):
+        raise _damaged(where, "its arrays do not match their checksum")
+    return tree, meta
+
+
+def _steps(path: str) -> list[int]:
+    # A step's folder gets its number only once written (orbax renames its temporary).
+    names = os.listdir(path) if os.path.isdir(path) else []
+    return sorted(int(name) for name in names if name.isdigit())
+
+
+def latest_meta(workdir: str) -> dict | None:
+    """The bookkeeping of `workdir`'s latest checkpoint, or None where there is none.
+
+    Reads only (a plain orbax `Checkpointer` of the `meta` item: no manager, which would
+    create folders and clean up temporaries).
+    """
+    check_old_checkpoints(workdir)
+    steps = _steps(os.path.join(checkpoint_dir(workdir), "latest"))
+    if not steps:
+        return None
+    where = os.path.join(checkpoint_dir(workdir), "latest", str(steps[-1]))
+    try:
+        with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+            meta = reader.restore(os.path.abspath(os.path.join(where, "meta")))
+    except Exception as e:  # orbax and tensorstore raise many kinds for a damaged file
+        raise _damaged(where, e) from e
+    _check_meta(meta, where)
+    return meta
+
+
+class Checkpointer:
+    """The latest and best checkpoints of one run (module docstring); a context manager.
+
+    Args:
+      workdir: the run's folder; `checkpoints/` is created in it.
+      checkpoint_every: write `latest` every this many epochs (and at the last one).
+    """
+
+    def __init__(self, workdir: str, *, checkpoint_every: int = 1):
+        check_old_checkpoints(workdir)
+        for leftover in glob.glob(os.path.join(glob.escape(workdir), ".*.npz.*.tmp")):
+            os.remove(leftover)  # an arm_jax 0.1.0 checkpoint write killed mid-way
+        self.directory = checkpoint_dir(workdir)
+        self.checkpoint_every = checkpoint_every
+        self._latest_path = os.path.join(self.directory, "latest")
+        self._best_path = os.path.join(self.directory, "best")
+        self._latest = _manager(self._latest_path, max_to_keep=1)
+        self._best = _manager(self._best_path, max_to_keep=None)
+        self._pending_best = None  # best epoch the `latest` being written refers to
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def should_save(self, epoch: int, *, last: bool) -> bool:
+        """Whether `latest` is written after `epoch` (1-based)."""
+        return last or epoch % self.checkpoint_every == 0
+
+    def save_latest(self, epoch: int, tree, meta: dict) -> None:
+        """Writes the train state `tree` and `meta` (JSON) as epoch `epoch` (async)."""
+        self._latest.wait_until_finished()
+        self._prune_best()  # the previous `latest` is committed: older bests can go
+        meta = {**meta, "checksum": tree_checksum(tree)}
+        meta["meta_checksum"] = _meta_checksum(meta)
+        args = ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
+        self._latest.save(epoch, args=args)
+        self._pending_best = meta.get("best_epoch")
+
+    def save_best(self, epoch: int, tree) -> None:
+        """Writes the best learner and adversary `tree` as epoch `epoch` (async)."""
+        meta = {"epoch": epoch, "checksum": tree_checksum(tree)}
+        meta["meta_checksum"] = _meta_checksum(meta)
+        args = ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
+        self._best.save(epoch, args=args)
+
+    def restore_latest(self, like) -> tuple:
+        """(state tree shaped like `like`, meta) of the latest checkpoint."""
+        step = self._latest.latest_step()
+        return _restore(self._latest, self._latest_path, step, like)
+
+    def restore_best(self, epoch: int, like):
+        """The best tree written at `epoch`, shaped like `like`."""
+        if epoch not in self._best.all_steps():
+            raise _damaged(os.path.join(self._best_path, str(epoch)), "it is missing")
+        return _restore(self._best, self._best_path, epoch, like)[0]
+
+    def start_from(self, epoch: int, best_epoch: int) -> None:
+        """Drops what the run will write again: every checkpoint after `epoch`, and the
+        best ones but `best_epoch` (all of them for a fresh start, `epoch` 0)."""
+        for step in self._latest.all_steps():
+            if step > epoch or epoch == 0:
+                self._latest.delete(step)
+        for step in self._best.all_steps():
+            if step != best_epoch or epoch == 0:
+                self._best.delete(step)
+
+    def _prune_best(self) -> None:
+        if self._pending_best is None:
+            return
+        for step in self._best.all_steps():
+            if step < self._pending_best:
+                self._best.delete(step)
+
+    def close(self) -> None:
+        """Waits for the writes in flight, then frees the managers."""
+        self._latest.wait_until_finished()
+        self._best.wait_until_finished()
+        self._prune_best()
+        self._latest.close()
+        self._best.close()
+
+
+def _nulled(record: dict) -> dict:
+    return {
+        k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in record.items()
+    }
+
+
+class MetricWriter:
+    """`metrics.jsonl` in `workdir`: one JSON line per epoch.
+
+    Non-finite numbers are written as null (they only occur in the record of the epoch
+    that diverged); `io.append_jsonl` refuses any that are left.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+
+    def reset(self, history: list[dict]) -> None:
+        """Rewrites the file with `history` (a resumed run: the killed run may have
+        written epochs past its checkpoint)."""
+        lines = "".join(json.dumps(_nulled(r), allow_nan=False) + "\n" for r in history)
+        io.write_text(self.path, lines)
+
+    def write(self, record: dict) -> None:
+        """Appends one epoch's record."""
+        io.append_jsonl(self.path, _nulled(record))
