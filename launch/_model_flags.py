@@ -28,12 +28,42 @@ FLOAT64 = flags.DEFINE_bool("float64", False, "Compute in float64 (sets jax_enab
 
 
 def check_model() -> str:
-    """--model, checked before any data is read."""
+    """--model and the flags it does not use, checked before any data is read."""
     if MODEL.value not in configs.MODELS:
         raise ConfigError(
             f"unknown model {MODEL.value!r}; expected one of {', '.join(configs.MODELS)}"
         )
+    _check_used(_given(C.value))  # C is used by every model; --l2 needs the split
     return MODEL.value
+
+
+def _given(c: float | None) -> dict:
+    return dict(
+        C=c,
+        beta=BETA.value,
+        B=B.value,
+        learning_rate=LEARNING_RATE.value,
+        hidden_dim=HIDDEN_DIM.value,
+        batch_size=BATCH_SIZE.value,
+        max_epochs=MAX_EPOCHS.value,
+        patience=PATIENCE.value,
+        warmup_epochs=WARMUP_EPOCHS.value,
+        warm_start=WARM_START.value,
+        product=PRODUCT.value,
+    )
+
+
+def _check_used(given: dict) -> None:
+    model = MODEL.value
+    used = set(configs.HYPERPARAMETERS[model])
+    if model in configs.ADVERSARIAL_MODELS:
+        used |= {"max_epochs", "patience", "product"}  # how the run is carried out
+    unused = [f"--{k}" for k, v in given.items() if v is not None and k not in used]
+    if unused:
+        raise ConfigError(
+            f"{', '.join(unused)}: not used by --model={model} "
+            f"(it takes {', '.join('--' + k for k in sorted(used))})"
+        )
 
 
 def setup_precision():
@@ -53,27 +83,6 @@ def model_config_from_flags(dataset: str, n_train_users: int) -> configs.ModelCo
     if L2.value is not None and L2.value <= 0:
         raise ConfigError(f"--l2 must be > 0, got {L2.value}")
     c = L2.value / n_train_users if L2.value is not None else C.value
-    given = dict(
-        C=c,
-        beta=BETA.value,
-        B=B.value,
-        learning_rate=LEARNING_RATE.value,
-        hidden_dim=HIDDEN_DIM.value,
-        batch_size=BATCH_SIZE.value,
-        max_epochs=MAX_EPOCHS.value,
-        patience=PATIENCE.value,
-        warmup_epochs=WARMUP_EPOCHS.value,
-        warm_start=WARM_START.value,
-        product=PRODUCT.value,
-    )
-    model = MODEL.value
-    used = set(configs.HYPERPARAMETERS[model])
-    if model in configs.ADVERSARIAL_MODELS:
-        used |= {"max_epochs", "patience", "product"}  # how the run is carried out
-    unused = [f"--{k}" for k, v in given.items() if v is not None and k not in used]
-    if unused:
-        raise ConfigError(
-            f"{', '.join(unused)}: not used by --model={model} "
-            f"(it takes {', '.join('--' + k for k in sorted(used))})"
-        )
-    return configs.model_config(dataset, model, **given)
+    given = _given(c)
+    _check_used(given)
+    return configs.model_config(dataset, MODEL.value, **given)

@@ -1,7 +1,7 @@
 r"""Trains and evaluates one model; writes config, results, per-user metrics and W.
 
   python launch/train.py                                       # EASE on synthetic data
-  python launch/train.py --dataset=ml-100k --data_dir=DIR --model=ease --C=0.005
+  python launch/train.py --dataset=ml-100k --data_dir=DIR --model=ease --C=0.5
   python launch/train.py --dataset=ml-20m --model=rlarm        # paper defaults
 
 See arm_jax/experiment.py for the files written to --workdir.
@@ -19,6 +19,8 @@ from arm_jax.data import split_stats
 
 WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default runs/DATASET/MODEL).")
 RESUME = flags.DEFINE_bool("resume", False, "Continue an adversarial run from its checkpoint.")
+flags.adopt_module_key_flags(_data_flags)  # --help lists them
+flags.adopt_module_key_flags(_model_flags)
 
 
 def _log_epoch(record: dict) -> None:
