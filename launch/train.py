@@ -20,6 +20,7 @@ from arm_jax.data import split_stats
 WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default runs/DATASET/MODEL).")
 RESUME = flags.DEFINE_bool("resume", False, "Continue an adversarial run from its checkpoint.")
 flags.adopt_module_key_flags(_data_flags)  # --help lists them
+flags.adopt_module_key_flags(_cli)
 flags.adopt_module_key_flags(_model_flags)
 
 

@@ -21,8 +21,8 @@ MAIN_FLAGS = {
 }
 
 
-def _launch(script, *args, cwd=None):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _launch(script, *args, cwd=None, **env):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "launch", script), *args],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
@@ -76,3 +76,15 @@ def test_analyze_writes_beside_the_workdirs_and_shows_q_10_20_30(tmp_path):
     # One model workdir given: its parent folder holds the analysis.
     out = _launch("analyze.py", "--workdirs=runs/ease,runs/rlarm", "--alpha=0.1", cwd=tmp_path)
     assert out.returncode == 0 and "runs/analysis" in out.stdout.splitlines()[-1]
+
+
+def test_compiled_programs_are_cached_unless_turned_off(tmp_path):
+    out = _launch("train.py", "--workdir=a", cwd=tmp_path, ARM_JAX_CACHE=str(tmp_path / "c"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(os.listdir(tmp_path / "c" / "jax")) > 0
+    out = _launch(
+        "train.py", "--workdir=b", "--nocompilation_cache", cwd=tmp_path,
+        ARM_JAX_CACHE=str(tmp_path / "d"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not (tmp_path / "d" / "jax").exists()
