@@ -3,7 +3,8 @@
 `run_experiment` is the single entry point behind `launch/train.py`, `launch/sweep.py`,
 `launch/reproduce.py` and the notebooks. A workdir gets:
 
-- `config.json`: every setting, the dataset statistics and the package version;
+- `config.json`: every setting the model uses, the dataset statistics and the package
+  version;
 - `results.json`: `{"dataset", "model", "hyperparameters", "valid", "test", "seconds"}`
   with means, standard errors and `n_users` of NDCG@100, Recall@20 and Recall@50;
 - `per_user_valid.npz`, `per_user_test.npz`: `user_ids`, the three metrics, `n_fold_in`,
@@ -129,7 +130,12 @@ def run_record(
         "dtype": jnp.dtype(dtype).name,
         "backend": jax.default_backend(),
         "hyperparameters": hyperparameters(model, config),
-        "model_config": dataclasses.asdict(config),
+        # A closed-form model's file names only what it uses, not adversarial defaults.
+        "model_config": (
+            dataclasses.asdict(config)
+            if model in configs.ADVERSARIAL_MODELS
+            else hyperparameters(model, config)
+        ),
         "data": split_stats(split),
         "version": __version__,
     }

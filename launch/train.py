@@ -8,6 +8,7 @@ See arm_jax/experiment.py for the files written to --workdir.
 """
 
 import os
+import sys
 
 import _cli
 import _data_flags
@@ -26,9 +27,16 @@ flags.adopt_module_key_flags(_model_flags)
 
 def _log_epoch(record: dict) -> None:
     fields = " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in record.items()
+        if v is not None  # e.g. no adversary objective while the adversary warms up
     )
     print(fields, flush=True)
+
+
+def _given_flags() -> dict:
+    """The flags set on the command line (absl's own and unset ones are noise)."""
+    return {k: v for k, v in flags.FLAGS.flag_values_dict().items() if flags.FLAGS[k].present}
 
 
 def main(argv):
@@ -49,9 +57,9 @@ def main(argv):
         seed=_data_flags.SEED.value,
         dtype=dtype,
         resume=RESUME.value,
-        progress=True,
+        progress=sys.stderr.isatty(),  # a log file gets one line per epoch, no bar
         callback=_log_epoch,
-        extra_config={"flags": flags.FLAGS.flag_values_dict()},
+        extra_config={"flags": _given_flags()},
     )
     print(experiment.results_table(results))
     print(f"wrote {workdir}")

@@ -1,6 +1,7 @@
 """What a newcomer meets first in launch/: `--help` lists each script's main flags and
 exits 0, flag errors come before any data is read, analyze.py has a default --outdir."""
 
+import json
 import os
 import subprocess
 import sys
@@ -82,9 +83,22 @@ def test_compiled_programs_are_cached_unless_turned_off(tmp_path):
     out = _launch("train.py", "--workdir=a", cwd=tmp_path, ARM_JAX_CACHE=str(tmp_path / "c"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(os.listdir(tmp_path / "c" / "jax")) > 0
+    # An EASE run records the settings it uses and the flags given, nothing else.
+    with open(tmp_path / "a" / "config.json") as f:
+        config = json.load(f)
+    assert set(config["model_config"]) == {"C"} and config["flags"] == {"workdir": "a"}
     out = _launch(
         "train.py", "--workdir=b", "--nocompilation_cache", cwd=tmp_path,
         ARM_JAX_CACHE=str(tmp_path / "d"),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert not (tmp_path / "d" / "jax").exists()
+
+
+def test_a_log_file_gets_one_line_per_epoch(tmp_path):
+    out = _launch("train.py", "--model=rlarm", "--max_epochs=2", "--workdir=r", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    epochs = [line for line in out.stdout.splitlines() if line.startswith("epoch=")]
+    assert len(epochs) == 2 and "None" not in out.stdout  # epoch 1: no adversary yet
+    assert "adversary_objective=" in epochs[1] and "adversary_objective=" not in epochs[0]
+    assert "it/s" not in out.stderr and "\r" not in out.stderr  # no progress bar
