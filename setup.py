@@ -28,6 +28,8 @@ setuptools.setup(
         "tqdm>=4.60",
     ],
     extras_require={
+        # CUDA 12 jaxlib from PyPI (NVIDIA driver >= 525); check with jax.devices().
+        "gpu": ["jax[cuda12]>=0.4.30"],
         "test": [
             "pytest>=7.4",
             "ruff>=0.5",
