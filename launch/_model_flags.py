@@ -37,6 +37,28 @@ def check_model() -> str:
     return MODEL.value
 
 
+def setup_precision():
+    """Enables float64 when asked (the only place arm_jax touches jax.config)."""
+    if not FLOAT64.value:
+        return jax.numpy.float32
+    if jax.default_backend() not in ("cpu", "gpu", "cuda", "rocm"):
+        raise ConfigError(f"--float64: the {jax.default_backend()} backend has no float64")
+    jax.config.update("jax_enable_x64", True)
+    return jax.numpy.float64
+
+
+def model_config_from_flags(dataset: str, n_train_users: int) -> configs.ModelConfig:
+    """`configs.model_config` for --model on `dataset` with the flags given."""
+    if C.value is not None and L2.value is not None:
+        raise ConfigError("give --C or --l2, not both (λ = C·m)")
+    if L2.value is not None and L2.value <= 0:
+        raise ConfigError(f"--l2 must be > 0, got {L2.value}")
+    c = L2.value / n_train_users if L2.value is not None else C.value
+    given = _given(c)
+    _check_used(given)
+    return configs.model_config(dataset, MODEL.value, **given)
+
+
 def _given(c: float | None) -> dict:
     return dict(
         C=c,
@@ -64,25 +86,3 @@ def _check_used(given: dict) -> None:
             f"{', '.join(unused)}: not used by --model={model} "
             f"(it takes {', '.join('--' + k for k in sorted(used))})"
         )
-
-
-def setup_precision():
-    """Enables float64 when asked (the only place arm_jax touches jax.config)."""
-    if not FLOAT64.value:
-        return jax.numpy.float32
-    if jax.default_backend() not in ("cpu", "gpu", "cuda", "rocm"):
-        raise ConfigError(f"--float64: the {jax.default_backend()} backend has no float64")
-    jax.config.update("jax_enable_x64", True)
-    return jax.numpy.float64
-
-
-def model_config_from_flags(dataset: str, n_train_users: int) -> configs.ModelConfig:
-    """`configs.model_config` for --model on `dataset` with the flags given."""
-    if C.value is not None and L2.value is not None:
-        raise ConfigError("give --C or --l2, not both (λ = C·m)")
-    if L2.value is not None and L2.value <= 0:
-        raise ConfigError(f"--l2 must be > 0, got {L2.value}")
-    c = L2.value / n_train_users if L2.value is not None else C.value
-    given = _given(c)
-    _check_used(given)
-    return configs.model_config(dataset, MODEL.value, **given)
