@@ -29,6 +29,8 @@ setuptools.setup(
         "orbax-checkpoint>=0.11",
     ],
     extras_require={
+        # CUDA 12 jaxlib from PyPI (NVIDIA driver >= 525); check with jax.devices().
+        "gpu": ["jax[cuda12]>=0.4.30"],
         "test": [
             "pytest>=7.4",
             "ruff>=0.5",

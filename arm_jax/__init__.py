@@ -26,6 +26,8 @@ The public API, by layer:
 
 __version__ = "0.2.0"
 
+import importlib as _importlib
+
 from arm_jax.adversarial import (
     LINEAR_ADVERSARY,
     NN_ADVERSARY,
@@ -39,13 +41,6 @@ from arm_jax.adversarial import (
     make_model,
     rank_loss,
     rank_objective,
-)
-from arm_jax.analysis import (
-    group_table,
-    loss_by_fold_in,
-    overall_table,
-    roc_auc,
-    worst_users_improvement,
 )
 from arm_jax.checkpoints import Checkpointer, MetricWriter
 from arm_jax.configs import ModelConfig, SplitOptions, model_config, split_options
@@ -73,9 +68,38 @@ from arm_jax.learners import (
 from arm_jax.loop import EarlyStopping, epoch_batches, train_epoch
 from arm_jax.metrics import best_rank, evaluate, ndcg_at_k, recall_at_k, summarize
 from arm_jax.products import SparseBatch, make_batch, sparse_matmul
-from arm_jax.report import analyze_workdirs, write_report
 from arm_jax.training import evaluate_learner, nnz_cap, train_adversarial
-from arm_jax.worst_off import cvar, worst_off_table, zero_share_table
+
+# The analysis layer pulls in scipy.stats, pandas and matplotlib (about a second at
+# import), which training never uses: its names load on first use (PEP 562).
+_LAZY = {
+    "analyze_workdirs": "report",
+    "write_report": "report",
+    "group_table": "analysis",
+    "loss_by_fold_in": "analysis",
+    "overall_table": "analysis",
+    "roc_auc": "analysis",
+    "worst_users_improvement": "analysis",
+    "cvar": "worst_off",
+    "worst_off_table": "worst_off",
+    "zero_share_table": "worst_off",
+}
+_LAZY_MODULES = ("analysis", "grids", "plots", "report", "runs", "sweep", "worst_off")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        return _importlib.import_module(f"arm_jax.{name}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'arm_jax' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"arm_jax.{_LAZY[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_MODULES))
+
 
 __all__ = [
     "DENSE_LEARNER",

@@ -3,7 +3,8 @@
 `run_experiment` is the single entry point behind `launch/train.py`, `launch/sweep.py`,
 `launch/reproduce.py` and the notebooks. A workdir gets:
 
-- `config.json`: every setting, the dataset statistics and the package version;
+- `config.json`: every setting the model uses, the dataset statistics and the package
+  version;
 - `results.json`: `{"dataset", "model", "hyperparameters", "valid", "test", "seconds"}`
   with means, standard errors and `n_users` of NDCG@100, Recall@20 and Recall@50;
 - `per_user_valid.npz`, `per_user_test.npz`: `user_ids`, the three metrics, `best_rank`
@@ -141,7 +142,13 @@ def run_record(
         dtype=dtype,
         data=split_stats(split),
     )
-    record.update(backend=jax.default_backend(), model_config=configs.config_record(config))
+    # A closed-form model's record names only what it uses, not adversarial defaults.
+    model_config = (
+        configs.config_record(config)
+        if model in configs.ADVERSARIAL_MODELS
+        else configs.model_hyperparameters(model, config)
+    )
+    record.update(backend=jax.default_backend(), model_config=model_config)
     return {**record, "version": __version__}
 
 

@@ -241,15 +241,19 @@ def _title(analysis: Analysis, models: list[str], *, width: int = 120) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_PERCENTS = (10, 20, 30)
+"""The bottom-q% rows that stdout and summary.md show (the README's table)."""
+
+
 def summary_markdown(analysis: Analysis) -> str:
-    """A short Markdown summary: Table 2, Figure 2 at the extreme q, the AUCs."""
+    """A short Markdown summary: Table 2, Figure 2 at q = 10, 20, 30%, the AUCs."""
     text = f"# {analysis.dataset} ({analysis.split} users)\n\n"
     text += "".join(f"**Warning:** {w}\n\n" for w in analysis.warnings)
     text += "## Table 2\n\n"
     text += markdown_table(analysis.table2.drop(columns=["model"]), pm=METRICS)
     wu = analysis.worst_users
     if len(wu):
-        q = [min(wu["percent"]), max(wu["percent"])]
+        q = SUMMARY_PERCENTS  # the README's rows; every q is in fig2_worst_users.csv
         cols = [
             "percent", "label", "n_users", "tied_left_out", "diff_mean", "improvement_pct",
             "p_vs_ease", "p_vs_ease_ipw",

@@ -40,11 +40,12 @@ FLOAT64 = flags.DEFINE_bool("float64", False, "Compute in float64 (sets jax_enab
 
 
 def check_model() -> str:
-    """--model, checked before any data is read."""
+    """--model and the flags it does not use, checked before any data is read."""
     if MODEL.value not in configs.MODELS:
         raise ConfigError(
             f"unknown model {MODEL.value!r}; expected one of {', '.join(configs.MODELS)}"
         )
+    _check_used(_given(C.value))  # C is used by every model; --l2 needs the split
     return MODEL.value
 
 
@@ -71,7 +72,13 @@ def model_config_from_flags(dataset: str, n_train_users: int | None = None) -> c
     c = C.value
     if L2.value is not None and n_train_users is not None:
         c = L2.value / n_train_users
-    given = dict(
+    given = _given(c)
+    _check_used(given)
+    return configs.model_config(dataset, MODEL.value, **given)
+
+
+def _given(c: float | None) -> dict:
+    return dict(
         C=c,
         beta=BETA.value,
         B=B.value,
@@ -91,6 +98,9 @@ def model_config_from_flags(dataset: str, n_train_users: int | None = None) -> c
         learner=LEARNER.value,
         rank=RANK.value,
     )
+
+
+def _check_used(given: dict) -> None:
     model = MODEL.value
     spec = configs.REGISTRY[model]
     used = set(spec.hyperparameters) | set(spec.run_options)
@@ -102,4 +112,3 @@ def model_config_from_flags(dataset: str, n_train_users: int | None = None) -> c
         )
     if RANK.value is not None and LEARNER.value != "low_rank":
         raise ConfigError(f"--rank={RANK.value} is for --learner=low_rank; give that too")
-    return configs.model_config(dataset, model, **given)

@@ -76,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    _cli.run(main, compilation_cache=False)  # it times compiling

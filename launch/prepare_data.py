@@ -12,9 +12,11 @@ import json
 
 import _cli
 import _data_flags
-from absl import app
+from absl import app, flags
 
 from arm_jax.data import split_stats
+
+flags.adopt_module_key_flags(_data_flags)  # --help lists them
 
 
 def main(argv):

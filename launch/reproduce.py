@@ -23,6 +23,8 @@ _BEST = flags.DEFINE_list("best", [], "best.json files of sweeps (one per model)
 _MAX_EPOCHS = flags.DEFINE_integer("max_epochs", None, "Override max_epochs of every model.")
 _PATIENCE = flags.DEFINE_integer("patience", None, "Override patience of every model.")
 flags.mark_flags_as_required(["workdir"])
+flags.adopt_module_key_flags(_data_flags)  # --help lists them
+flags.adopt_module_key_flags(_cli)
 
 
 def main(argv):

@@ -29,6 +29,8 @@ _WORKERS = flags.DEFINE_integer("num_workers", 1, "Cells trained in parallel pro
 _MAX_EPOCHS = flags.DEFINE_integer("max_epochs", None, "Override max_epochs of every cell.")
 _PATIENCE = flags.DEFINE_integer("patience", None, "Override patience of every cell.")
 flags.mark_flags_as_required(["model", "sweep_dir"])
+flags.adopt_module_key_flags(_data_flags)  # --help lists them
+flags.adopt_module_key_flags(_cli)
 
 
 def main(argv):

@@ -1,13 +1,14 @@
 r"""Trains and evaluates one model; writes config, results, per-user metrics and W.
 
   python launch/train.py                                       # EASE on synthetic data
-  python launch/train.py --dataset=ml-100k --data_dir=DIR --model=ease --C=0.005
+  python launch/train.py --dataset=ml-100k --data_dir=DIR --model=ease --C=0.5
   python launch/train.py --dataset=ml-20m --model=rlarm        # paper defaults
 
 See arm_jax/experiment.py for the files written to --workdir.
 """
 
 import os
+import sys
 
 import _cli
 import _data_flags
@@ -25,13 +26,23 @@ CHECKPOINT_EVERY = flags.DEFINE_integer(
     training.CHECKPOINT_EVERY,
     "Epochs between an adversarial run's latest checkpoints (the best is kept as it improves).",
 )
+flags.adopt_module_key_flags(_data_flags)  # --help lists them
+flags.adopt_module_key_flags(_cli)
+flags.adopt_module_key_flags(_model_flags)
 
 
 def _log_epoch(record: dict) -> None:
     fields = " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in record.items()
+        if v is not None  # e.g. no adversary objective while the adversary warms up
     )
     print(fields, flush=True)
+
+
+def _given_flags() -> dict:
+    """The flags set on the command line (absl's own and unset ones are noise)."""
+    return {k: v for k, v in flags.FLAGS.flag_values_dict().items() if flags.FLAGS[k].present}
 
 
 def main(argv):
@@ -55,10 +66,10 @@ def main(argv):
         seed=_data_flags.SEED.value,
         dtype=dtype,
         resume=RESUME.value,
-        progress=True,
+        progress=sys.stderr.isatty(),  # a log file gets one line per epoch, no bar
         callback=_log_epoch,
         checkpoint_every=CHECKPOINT_EVERY.value,
-        extra_config={"flags": flags.FLAGS.flag_values_dict()},
+        extra_config={"flags": _given_flags()},
     )
     print(experiment.results_table(results))
     print(f"wrote {workdir}")

@@ -157,3 +157,17 @@ def test_unusable_cache_and_records_are_one_line_errors(server, tmp_path):
     (root / "ml-100k.zip.md5").write_text("<html>" + "ab" * 16 + " maintenance</html>")
     with pytest.raises(DataError, match="expected an MD5 checksum"):
         download.download_dataset("ml-100k", str(tmp_path / "d"), base_url=url, progress=False)
+
+
+def test_a_failed_download_leaves_no_empty_folders(server, tmp_path):
+    root, url = server
+    _zip(root / "ml-1m.zip", "ml-1m/ratings.dat", "1::2::5::0\n", md5_override="0" * 32)
+    cache = tmp_path / "cache"
+    for dataset in ("ml-1m", "ml-20m"):  # a checksum mismatch; no archive on the server
+        with pytest.raises(DataError):
+            download.download_dataset(dataset, str(cache), base_url=url, progress=False)
+        assert not cache.exists()
+    (cache / "ml-100k").mkdir(parents=True)  # folders that were there before stay
+    with pytest.raises(DataError):
+        download.download_dataset("ml-20m", str(cache), base_url=url, progress=False)
+    assert sorted(os.listdir(cache)) == ["ml-100k"]

@@ -172,6 +172,8 @@ def download_dataset(
     if os.path.isfile(target) and _unpacked_intact(target, cache_dir):
         return target
     downloads = os.path.join(cache_dir, "downloads")
+    # Removed again if the download fails: an empty folder would look like a cache.
+    created = [d for d in (os.path.dirname(target), downloads, cache_dir) if not os.path.exists(d)]
     try:
         os.makedirs(downloads, exist_ok=True)
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -181,14 +183,17 @@ def download_dataset(
             "--cache_dir (or set $ARM_JAX_CACHE)"
         ) from None
     url = (base_url or default_url).rstrip("/") + "/" + archive
-    md5 = published_md5(url, timeout=timeout) if has_md5 else None
     known_path = os.path.join(downloads, "known.json")
     zip_path = os.path.join(downloads, f"{archive}.{os.getpid()}")  # one per process
     try:
+        md5 = published_md5(url, timeout=timeout) if has_md5 else None
         info = fetch(url, zip_path, md5=md5, progress=progress, timeout=timeout)
         if not has_md5:
             _check_known(known_path, archive, url, info)
         _extract(zip_path, member, target, url)
+    except BaseException:
+        _remove_empty(created, keep=zip_path)
+        raise
     finally:
         if os.path.exists(zip_path):
             os.remove(zip_path)
@@ -200,6 +205,17 @@ def download_dataset(
         {"size": os.path.getsize(target), "sha256": file_checksum(target, cache_dir)},
     )
     return target
+
+
+def _remove_empty(folders: list[str], *, keep: str) -> None:
+    """Removes `folders` (innermost first) where nothing but `keep` is in them."""
+    if os.path.exists(keep):
+        os.remove(keep)
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (another process's download) or already gone
+            pass
 
 
 def _extract(zip_path: str, member: str, target: str, url: str) -> None:

@@ -1,0 +1,104 @@
+"""What a newcomer meets first in launch/: `--help` lists each script's main flags and
+exits 0, flag errors come before any data is read, analyze.py has a default --outdir."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from test_analysis import _make_workdirs  # fake model workdirs of one split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The flags a newcomer looks for first, per script (absl's own flags are under --helpfull).
+MAIN_FLAGS = {
+    "train.py": ["--dataset", "--data_dir", "--model", "--C", "--workdir", "--max_epochs"],
+    "prepare_data.py": ["--dataset", "--data_dir", "--data_path", "--columns"],
+    "sweep.py": ["--dataset", "--data_dir", "--model", "--sweep_dir", "--grid"],
+    "reproduce.py": ["--dataset", "--data_dir", "--workdir", "--best"],
+    "analyze.py": ["--workdirs", "--outdir"],
+    "benchmark.py": ["--what", "--data"],
+}
+
+
+def _launch(script, *args, cwd=None, **env):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", script), *args],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("script", sorted(MAIN_FLAGS))
+def test_help_lists_the_main_flags_and_exits_0(script):
+    out = _launch(script, "--help")
+    assert out.returncode == 0, out.stderr[-2000:]
+    listed = {line.split(":")[0].strip() for line in out.stdout.splitlines()}
+    for flag in MAIN_FLAGS[script]:
+        assert flag in listed, f"{script} --help does not list {flag}"
+    assert "--helpfull" in out.stdout  # absl's own flags stay one flag away
+    assert "--jax_" not in out.stdout
+
+
+def test_a_bad_flag_still_exits_1():
+    out = _launch("train.py", "--no_such_flag")
+    assert out.returncode == 1 and "no_such_flag" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model=ease", "--B=5"], "--B: not used by --model=ease"),
+        (["--model=rlarm", "--hidden_dim=3"], "--hidden_dim: not used by --model=rlarm"),
+    ],
+)
+def test_unused_flag_is_refused_before_the_data_is_read(tmp_path, args, message):
+    # The data folder does not exist: reaching the data would be another error.
+    missing = tmp_path / "no_such_folder"
+    out = _launch(
+        "train.py", "--dataset=ml-100k", f"--data_dir={missing}", "--workdir=run", *args,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert message in out.stderr and "no_such_folder" not in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_analyze_writes_beside_the_workdirs_and_shows_q_10_20_30(tmp_path):
+    _make_workdirs(str(tmp_path / "runs"), models=("ease", "ease_ipw", "rlarm"))
+    out = _launch("analyze.py", "--workdirs=runs", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = (tmp_path / "runs" / "analysis" / "summary.md").read_text()
+    section = summary.split("bottom q% users")[1].split("##")[0]
+    shown = {int(line.split("|")[1]) for line in section.splitlines()[4:] if line.strip()}
+    assert shown == {10, 20, 30}
+    assert section in out.stdout
+    # One model workdir given: its parent folder holds the analysis.
+    out = _launch("analyze.py", "--workdirs=runs/ease,runs/rlarm", "--alpha=0.1", cwd=tmp_path)
+    assert out.returncode == 0 and "runs/analysis" in out.stdout.splitlines()[-1]
+
+
+def test_compiled_programs_are_cached_unless_turned_off(tmp_path):
+    out = _launch("train.py", "--workdir=a", cwd=tmp_path, ARM_JAX_CACHE=str(tmp_path / "c"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(os.listdir(tmp_path / "c" / "jax")) > 0
+    # An EASE run records the settings it uses and the flags given, nothing else.
+    with open(tmp_path / "a" / "config.json") as f:
+        config = json.load(f)
+    assert set(config["model_config"]) == {"C"} and config["flags"] == {"workdir": "a"}
+    out = _launch(
+        "train.py", "--workdir=b", "--nocompilation_cache", cwd=tmp_path,
+        ARM_JAX_CACHE=str(tmp_path / "d"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not (tmp_path / "d" / "jax").exists()
+
+
+def test_a_log_file_gets_one_line_per_epoch(tmp_path):
+    out = _launch("train.py", "--model=rlarm", "--max_epochs=2", "--workdir=r", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    epochs = [line for line in out.stdout.splitlines() if line.startswith("epoch=")]
+    assert len(epochs) == 2 and "None" not in out.stdout  # epoch 1: no adversary yet
+    assert "adversary_objective=" in epochs[1] and "adversary_objective=" not in epochs[0]
+    assert "it/s" not in out.stderr and "\r" not in out.stderr  # no progress bar
