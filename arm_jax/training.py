@@ -245,7 +245,7 @@ def _resume(ckpt: checkpoints.Checkpointer, state, config: ModelConfig, learner:
     )
     loop = _Loop(meta["epoch"], stopping, meta["history"], meta["nnz_cap"])
     if stopping.best_epoch:
-        like = _best_tree(jax.eval_shape(learner_of, state, learner), state)
+        like = _best_tree(jax.eval_shape(learner.export, state.params), state)
         loop.best = ckpt.restore_best(stopping.best_epoch, like)
     ckpt.start_from(loop.epoch, stopping.best_epoch)
     return state, loop
