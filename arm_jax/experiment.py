@@ -45,8 +45,8 @@ def evaluate_model(
 
     Returns the arrays of the `per_user_*.npz` file, each `[n_users]` (users with nothing
     held out are excluded, as in Liang et al.). The scores `x W` come from the fold-in
-    rows' nonzeros on a CPU (`products.predict_sparse`: at amazon-book size the dense
-    product took ≈130 s for 7,059 users on 2 cores), from a dense product elsewhere.
+    rows' nonzeros on a CPU (`products.predict_sparse`, far faster there than a dense
+    product: docs/performance.md), from a dense product elsewhere.
     """
     fold_in, heldout = getattr(split, f"{part}_tr"), getattr(split, f"{part}_te")
     predict = predict or training.scoring_function("auto")

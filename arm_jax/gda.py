@@ -193,8 +193,8 @@ def gda_step(
       (new state, metrics dict of scalars: data_loss, adversary_objective,
       adversary_active, weight_min/max/entropy/ess). `data_loss` is the learner loss
       without its regulariser, Σ_u w_u ‖x_u − x_u W̃‖² at the learner the step started
-      from: the regulariser is a read of all of W (7% of a CPU step at n ≈ 25k for the
-      dense W), so `training` adds it once per epoch instead.
+      from: the regulariser is a read of all of W (a measurable share of a CPU step:
+      docs/performance.md), so `training` adds it once per epoch instead.
     """
     del key
     apply = model.adversary.apply
