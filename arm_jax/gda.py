@@ -140,7 +140,7 @@ def _descend(state, batch, x, weights, *, learner: Learner, C, product):
     return loss, params, opt_state, state.learner_scratch
 
 
-def _ascend(operand, *, model: Model, optimizer, batch, x, dtype, params, B, product):
+def _ascend(model: Model, optimizer, batch, x, dtype, params, operand, *, B, product):
     """The adversary's Adam ascent step on its objective, given the learner `params`.
 
     Returns (adversary params, adversary opt_state, objective value).
@@ -196,6 +196,8 @@ def gda_step(
       from: the regulariser is a read of all of W (a measurable share of a CPU step:
       docs/performance.md), so `training` adds it once per epoch instead.
     """
+    # Over 60 lines for its docstring (the step's order and contract); the descent and
+    # the ascent are `_descend` and `_ascend`.
     del key
     apply = model.adversary.apply
     dtype = jax.tree_util.tree_leaves(state.params)[0].dtype
@@ -208,15 +210,7 @@ def gda_step(
         state, batch, x, weights, learner=model.learner, C=C, product=product
     )
     ascend = functools.partial(
-        _ascend,
-        model=model,
-        optimizer=state.adversary_optimizer,
-        batch=batch,
-        x=x,
-        dtype=dtype,
-        params=params,
-        B=B,
-        product=product,
+        _ascend, model, state.adversary_optimizer, batch, x, dtype, params, B=B, product=product
     )
 
     def hold(operand):
