@@ -130,8 +130,8 @@ def rank_loss_sparse(
       scores: `[b, n]` predictions; batch: the users' rows (values > 0 are relevant).
       k: cut-off.
       chunk: nonzeros compared per loop iteration; None: 32 on a CPU, where a
-        `[chunk, n]` block then stays in cache (3× faster than 512 at n ≈ 25k,
-        measured); on accelerators as many as keep `[chunk, n]` within `GATHERED_ELEMENTS`
+        `[chunk, n]` block then stays in cache (docs/performance.md); on accelerators
+        as many as keep `[chunk, n]` within `GATHERED_ELEMENTS`
         (13,349 at n = 20,108: 6 iterations for an ML-20M batch instead of 137 at 512),
         since each iteration there costs kernel launches and a loop-condition check
         whatever its size.
@@ -156,8 +156,8 @@ def rank_loss_sparse(
         row = scores[r]  # [chunk, n]
         mine = jnp.take_along_axis(row, c[:, None], axis=1)
         ahead = (row > mine) | ((row == mine) & (item[None, :] < c[:, None]))
-        # Counted in float32, exact below 2^24 items: XLA's CPU reduction of int32 ran
-        # 2-4× slower (0.11-0.29 s against 0.05-0.08 s a batch at amazon-book size).
+        # Counted in float32, exact below 2^24 items: XLA's CPU reduction of int32 is
+        # slower (docs/performance.md).
         count = jnp.sum(ahead.astype(count_dtype), axis=1).astype(jnp.int32)
         return jax.lax.dynamic_update_slice_in_dim(rank, count, i * chunk, 0)
 

@@ -203,6 +203,7 @@ def worst_users_improvement(
       improvement_pct, t/p against EASE and EASE-IPW (NaN when EASE-IPW is absent or is
       the model), sig_vs_ease, sig_vs_ease_ipw (p < alpha).
     """
+    # Over 60 lines for the row literal below, which names every column of the table.
     if "ease" not in ndcg:
         raise ArmJaxError("Figure 2 needs the EASE workdir (model 'ease'); none was given")
     base = np.asarray(ndcg["ease"], dtype=np.float64)

@@ -86,13 +86,10 @@ def gram_matrix(
         densified and multiplied on the default device), "pairs" (each user's k² item
         pairs added into G on the device: Σ_u k_u² updates against m·n² multiply-adds
         for "device", e.g. 3.2·10⁹ against 1.6·10¹⁵ at the MSD shape), or "auto":
-        "pairs" on an accelerator for unweighted X (on an H200: 0.60 s against 6.38 s
-        for "device" at the MSD shape, 0.20 s against 0.51 s at the ML-20M shape,
-        `launch/gpu_benchmark.sh`; integer counts, so the order of the device's atomic
-        adds does not matter), "device" for weighted or non-0/1 X (float sums in a
-        fixed order) or a user with more than 46,340 items, "sparse" on the CPU (where
-        "pairs" loses to SciPy, 83.5 s against 20.1 s at the ML-20M shape, and a dense
-        product does ~1/density more work).
+        "pairs" on an accelerator for unweighted X (integer counts, so the order of the
+        device's atomic adds does not matter), "device" for weighted or non-0/1 X (float
+        sums in a fixed order) or a user with more than 46,340 items, "sparse" on the
+        CPU (each the fastest where it is picked: docs/performance.md).
       chunk_size: users per "device" chunk.
       pairs_per_chunk: item pairs per "pairs" chunk.
     """
@@ -281,7 +278,7 @@ def _spd_inverse_host(a: np.ndarray) -> np.ndarray:
     if info != 0:
         raise np.linalg.LinAlgError(f"potri failed (info={info})")
     # Mirror the lower triangle in place, a block of columns at a time: a full
-    # `tril + tril.T` would need two more n×n temporaries (6.8 GB each at 41k items).
+    # `tril + tril.T` would need two more n×n temporaries (docs/performance.md).
     n, step = p.shape[0], 2048
     for start in range(0, n, step):
         stop = min(start + step, n)

@@ -45,8 +45,8 @@ def evaluate_model(
 
     Returns the arrays of the `per_user_*.npz` file, each `[n_users]` (users with nothing
     held out are excluded, as in Liang et al.). The scores `x W` come from the fold-in
-    rows' nonzeros on a CPU (`products.predict_sparse`: at amazon-book size the dense
-    product took ≈130 s for 7,059 users on 2 cores), from a dense product elsewhere.
+    rows' nonzeros on a CPU (`products.predict_sparse`, far faster there than a dense
+    product: docs/performance.md), from a dense product elsewhere.
     """
     fold_in, heldout = getattr(split, f"{part}_tr"), getattr(split, f"{part}_te")
     predict = predict or training.scoring_function("auto")
@@ -209,41 +209,53 @@ def run_experiment(
         raise ConfigError(io.os_error_message(e, f"the run's files in {workdir}")) from None
 
 
+def _train_in_workdir(
+    split, model, config, workdir, record, seed, dtype, resume, progress, callback,
+    checkpoint_every, *, start,
+):  # fmt: skip
+    """An adversarial model trained in `workdir`: (W, predict, seconds, training info)."""
+    training.check_config(split, model, config, checkpoint_every=checkpoint_every)
+    training.check_workdir(
+        split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
+    )
+    io.write_json(os.path.join(workdir, "config.json"), record)
+    result = training.train_adversarial(
+        split,
+        model=model,
+        config=config,
+        seed=seed,
+        workdir=workdir,
+        resume=resume,
+        progress=progress,
+        callback=callback,
+        dtype=dtype,
+        adversarial_model=(
+            group_dro.group_dro_model(split.train, config.groups)._replace(
+                learner=learners.make_learner(config)
+            )
+            if model == "group_dro"
+            else None
+        ),
+        checkpoint_every=checkpoint_every,
+    )
+    w = result.learner
+    predict = learners.make_learner(config).predictor("auto")
+    seconds = {"train": time.perf_counter() - start}
+    _save_adversary(workdir, result, split)
+    training_info = {"best_epoch": result.best_epoch, "stop_reason": result.stop_reason}
+    return w, predict, seconds, training_info
+
+
 def _run_locked(
     split, model, config, workdir, record, seed, dtype, resume, progress, callback,
     checkpoint_every,
 ):  # fmt: skip
     start = time.perf_counter()
     if model in configs.ADVERSARIAL_MODELS:
-        training.check_config(split, model, config, checkpoint_every=checkpoint_every)
-        training.check_workdir(
-            split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
-        )
-        io.write_json(os.path.join(workdir, "config.json"), record)
-        result = training.train_adversarial(
-            split,
-            model=model,
-            config=config,
-            seed=seed,
-            workdir=workdir,
-            resume=resume,
-            progress=progress,
-            callback=callback,
-            dtype=dtype,
-            adversarial_model=(
-                group_dro.group_dro_model(split.train, config.groups)._replace(
-                    learner=learners.make_learner(config)
-                )
-                if model == "group_dro"
-                else None
-            ),
-            checkpoint_every=checkpoint_every,
-        )
-        w = result.learner
-        predict = learners.make_learner(config).predictor("auto")
-        seconds = {"train": time.perf_counter() - start}
-        _save_adversary(workdir, result, split)
-        training_info = {"best_epoch": result.best_epoch, "stop_reason": result.stop_reason}
+        w, predict, seconds, training_info = _train_in_workdir(
+            split, model, config, workdir, record, seed, dtype, resume, progress, callback,
+            checkpoint_every, start=start,
+        )  # fmt: skip
     else:
         w, seconds = fit_closed_form(split, model, config, dtype=dtype)
         if not bool(jnp.isfinite(w).all()):

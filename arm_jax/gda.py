@@ -117,6 +117,46 @@ def _weight_stats(w: jax.Array) -> dict[str, jax.Array]:
     }
 
 
+def _descend(state, batch, x, weights, *, learner: Learner, C, product):
+    """The learner's Adam descent step: (weighted loss, params, opt_state, scratch)."""
+    if learner.update is not None:
+        return learner.update(
+            state.params,
+            state.opt_state,
+            state.learner_scratch,
+            batch,
+            x,
+            weights,
+            optimizer=state.optimizer,
+            C=C,
+            product=product,
+        )
+    (_, per_user), grads = jax.value_and_grad(learner.loss, has_aux=True)(
+        state.params, batch, x, weights, C=C, product=product
+    )
+    loss = jnp.sum(weights * per_user)
+    updates, opt_state = state.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return loss, params, opt_state, state.learner_scratch
+
+
+def _ascend(model: Model, optimizer, batch, x, dtype, params, operand, *, B, product):
+    """The adversary's Adam ascent step on its objective, given the learner `params`.
+
+    Returns (adversary params, adversary opt_state, objective value).
+    """
+    adv_params, adv_opt_state = operand
+    x_dense = densify(batch, dtype) if x is None else x
+    scores = model.learner.scores(params, batch, x_dense, product=product)
+    scores = jax.lax.stop_gradient(scores)
+    value, g = jax.value_and_grad(model.objective)(
+        adv_params, model.adversary.apply, batch, x_dense, scores, B=B
+    )
+    neg = jax.tree_util.tree_map(jnp.negative, g)  # ascend
+    adv_updates, adv_opt_state = optimizer.update(neg, adv_opt_state, adv_params)
+    return optax.apply_updates(adv_params, adv_updates), adv_opt_state, value
+
+
 def gda_step(
     state: TrainState,
     batch: SparseBatch,
@@ -153,52 +193,25 @@ def gda_step(
       (new state, metrics dict of scalars: data_loss, adversary_objective,
       adversary_active, weight_min/max/entropy/ess). `data_loss` is the learner loss
       without its regulariser, Σ_u w_u ‖x_u − x_u W̃‖² at the learner the step started
-      from: the regulariser is a read of all of W (7% of a CPU step at n ≈ 25k for the
-      dense W), so `training` adds it once per epoch instead.
+      from: the regulariser is a read of all of W (a measurable share of a CPU step:
+      docs/performance.md), so `training` adds it once per epoch instead.
     """
+    # Over 60 lines for its docstring (the step's order and contract); the descent and
+    # the ascent are `_descend` and `_ascend`.
     del key
     apply = model.adversary.apply
-    learner = model.learner
     dtype = jax.tree_util.tree_leaves(state.params)[0].dtype
     weights = adversary_weights(apply(state.adversary_params, batch))
-    scratch = state.learner_scratch
     # A fused update on the sparse product needs no dense x: it is built only for an
     # objective that reads it (the compiler drops it otherwise).
-    fused = learner.update is not None
+    fused = model.learner.update is not None
     x = None if fused and product == "sparse" else densify(batch, dtype)
-    if fused:
-        loss, params, opt_state, scratch = learner.update(
-            state.params,
-            state.opt_state,
-            scratch,
-            batch,
-            x,
-            weights,
-            optimizer=state.optimizer,
-            C=C,
-            product=product,
-        )
-    else:
-        (_, per_user), grads = jax.value_and_grad(learner.loss, has_aux=True)(
-            state.params, batch, x, weights, C=C, product=product
-        )
-        loss = jnp.sum(weights * per_user)
-        updates, opt_state = state.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-
-    def ascend(operand):
-        adv_params, adv_opt_state = operand
-        x_dense = densify(batch, dtype) if x is None else x
-        scores = learner.scores(params, batch, x_dense, product=product)
-        scores = jax.lax.stop_gradient(scores)
-        value, g = jax.value_and_grad(model.objective)(
-            adv_params, apply, batch, x_dense, scores, B=B
-        )
-        neg = jax.tree_util.tree_map(jnp.negative, g)  # ascend
-        adv_updates, adv_opt_state = state.adversary_optimizer.update(
-            neg, adv_opt_state, adv_params
-        )
-        return optax.apply_updates(adv_params, adv_updates), adv_opt_state, value
+    loss, params, opt_state, scratch = _descend(
+        state, batch, x, weights, learner=model.learner, C=C, product=product
+    )
+    ascend = functools.partial(
+        _ascend, model, state.adversary_optimizer, batch, x, dtype, params, B=B, product=product
+    )
 
     def hold(operand):
         return *operand, jnp.zeros((), loss.dtype)

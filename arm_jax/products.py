@@ -10,12 +10,8 @@
   scatter-add into W's rows): work ∝ nnz·n in a few wide kernels, for accelerators.
   Chunks keep the gathered `[chunk, n]` rows within 2²⁸ elements should the compiler
   materialise them.
-"auto" picks sparse on CPU and dense on accelerators. Measured on 2 shared CPU cores at
-amazon-book size (n = 24,912, b = 1024, ≈11.5k nonzeros per batch;
-`launch/benchmark.py --what=train --data=amazon-book`): a whole R-LARM step takes
-1.08–1.20 s sparse against ≈44 s dense. On a GPU the dense product runs on tensor cores in
-milliseconds, while a sequential loop over the ~10⁵ nonzeros of an ML-20M or MSD batch
-does not pay.
+"auto" picks sparse on CPU and dense on accelerators, the faster of the two on each
+(measurements in docs/performance.md).
 
 The coordinate arrays have a fixed length per run (`nnz_cap`, padding entries have value
 0), so every batch reuses one compiled step.
@@ -97,8 +93,8 @@ def _coordinates(rows, cols, vals, dtype):
 
 # Nonzeros read per iteration of the x·W loop. Entries of one user are consecutive (as
 # `make_batch` writes them), so each iteration adds up to this many of a user's rows of W
-# at once: several row reads in flight instead of one. 4 was fastest at amazon-book size
-# on 2 CPU cores (0.09 s against 0.15 s for one entry at a time, standalone loop).
+# at once: several row reads in flight instead of one. 4 was fastest on a CPU
+# (docs/performance.md).
 _ROWS_PER_STEP = 4
 
 
@@ -277,8 +273,8 @@ def batch_product(
 def predict_sparse(w: jax.Array, x: jax.Array) -> jax.Array:
     """`x @ W` (= `ease.predict`) from the nonzeros of `x: [users, n]` where that pays.
 
-    For `metrics.evaluate` on a CPU: a dense `[1024, n] @ [n, n]` chunk costs minutes at
-    n ≈ 25k on 2 cores, the sparse scan a fraction of a second. Up to 32 nonzeros per
+    For `metrics.evaluate` on a CPU, where the sparse scan is far cheaper than a dense
+    `[1024, n] @ [n, n]` chunk (docs/performance.md). Up to 32 nonzeros per
     user on average go through the scan; a denser chunk falls back to the matmul.
     """
     users, n = x.shape

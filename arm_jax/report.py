@@ -79,6 +79,26 @@ def _warnings(runs: dict[str, ModelRun]) -> tuple[str, ...]:
     )
 
 
+def _check_options(runs, n_buckets, alpha, percents, cvar_percents, n_boot) -> None:
+    """`analyze`'s checks: a ConfigError for a bad option, an error without EASE."""
+    n_users = len(next(iter(runs.values())).per_user["user_ids"]) if runs else 0
+    if not 1 <= n_buckets <= max(n_users, 1):
+        raise ConfigError(
+            f"n_buckets (--n_buckets) must be in [1, {n_users}] (the users), got {n_buckets}"
+        )
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha (--alpha) must be in (0, 1), got {alpha}")
+    if not all(0 < q <= 100 for q in (*percents, *cvar_percents)):
+        raise ConfigError(f"percents must be in (0, 100], got {percents}, {cvar_percents}")
+    if n_boot < 1:
+        raise ConfigError(f"n_boot (--n_bootstrap) must be >= 1, got {n_boot}")
+    if "ease" not in runs:
+        raise ArmJaxError(
+            "Figures 1-2 need the EASE workdir (model 'ease'); got only "
+            + (", ".join(runs) or "nothing")
+        )
+
+
 def analyze(
     runs: dict[str, ModelRun],
     *,
@@ -105,22 +125,7 @@ def analyze(
       ConfigError: n_buckets outside [1, users], alpha outside (0, 1), a q outside
         (0, 100] or n_boot < 1.
     """
-    n_users = len(next(iter(runs.values())).per_user["user_ids"]) if runs else 0
-    if not 1 <= n_buckets <= max(n_users, 1):
-        raise ConfigError(
-            f"n_buckets (--n_buckets) must be in [1, {n_users}] (the users), got {n_buckets}"
-        )
-    if not 0 < alpha < 1:
-        raise ConfigError(f"alpha (--alpha) must be in (0, 1), got {alpha}")
-    if not all(0 < q <= 100 for q in (*percents, *cvar_percents)):
-        raise ConfigError(f"percents must be in (0, 100], got {percents}, {cvar_percents}")
-    if n_boot < 1:
-        raise ConfigError(f"n_boot (--n_bootstrap) must be >= 1, got {n_boot}")
-    if "ease" not in runs:
-        raise ArmJaxError(
-            "Figures 1-2 need the EASE workdir (model 'ease'); got only "
-            + (", ".join(runs) or "nothing")
-        )
+    _check_options(runs, n_buckets, alpha, percents, cvar_percents, n_boot)
     per_user = {m: r.per_user for m, r in runs.items()}
     ndcg = {m: a["ndcg@100"] for m, a in per_user.items()}
     ease = per_user["ease"]

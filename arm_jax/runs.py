@@ -159,18 +159,8 @@ def find_workdirs(paths: list[str]) -> list[str]:
     return found
 
 
-def align_runs(runs: list[ModelRun]) -> dict[str, ModelRun]:
-    """Checks the runs are one split's distinct models on the same users; aligns them.
-
-    Args:
-      runs: loaded runs, any order.
-
-    Returns:
-      {model: run} in MODEL_ORDER, every per-user array reordered to the user order of
-      the first run in that order. Raises DataError when datasets differ, a model repeats,
-      the user sets differ, or the runs used different splits (config.json's split
-      statistics, or a user's fold-in, held-out or group, differ).
-    """
+def _one_dataset_in_model_order(runs: list[ModelRun]) -> list[ModelRun]:
+    """`runs` in MODEL_ORDER; DataError for none, several datasets or a repeated model."""
     if not runs:
         raise ArmJaxError("no model workdirs given")
     datasets = sorted({r.dataset for r in runs})
@@ -183,7 +173,22 @@ def align_runs(runs: list[ModelRun]) -> dict[str, ModelRun]:
                 f"model {run.model!r} given twice: {by_model[run.model].workdir}, {run.workdir}"
             )
         by_model[run.model] = run
-    ordered = [by_model[m] for m in MODEL_ORDER if m in by_model]
+    return [by_model[m] for m in MODEL_ORDER if m in by_model]
+
+
+def align_runs(runs: list[ModelRun]) -> dict[str, ModelRun]:
+    """Checks the runs are one split's distinct models on the same users; aligns them.
+
+    Args:
+      runs: loaded runs, any order.
+
+    Returns:
+      {model: run} in MODEL_ORDER, every per-user array reordered to the user order of
+      the first run in that order. Raises DataError when datasets differ, a model repeats,
+      the user sets differ, or the runs used different splits (config.json's split
+      statistics, or a user's fold-in, held-out or group, differ).
+    """
+    ordered = _one_dataset_in_model_order(runs)
     ref = ordered[0]
     ref_ids = ref.per_user["user_ids"]
     if np.unique(ref_ids).size != ref_ids.size:

@@ -251,6 +251,36 @@ def _resume(ckpt: checkpoints.Checkpointer, state, config: ModelConfig, learner:
     return state, loop
 
 
+def _open_workdir(stack, workdir, k, state, loop, config, learner, *, resuming):
+    """The workdir's checkpointer and metric writer, the state and loop resumed if asked."""
+    os.makedirs(workdir, exist_ok=True)
+    ckpt = stack.enter_context(checkpoints.Checkpointer(workdir, checkpoint_every=k))
+    writer = checkpoints.MetricWriter(workdir)
+    if resuming:
+        state, loop = _resume(ckpt, state, config, learner)
+    else:
+        ckpt.start_from(0, 0)
+    writer.reset(loop.history)
+    return ckpt, writer, state, loop
+
+
+def _result(loop, state, spec, config, stop_reason) -> TrainResult:
+    """The `TrainResult` of a finished loop: its best learner and adversary."""
+    if loop.best is None:  # diverged before the first evaluation: keep what there is
+        loop.best = _best_tree(learner_of(state, spec.learner), state)
+    s = loop.stopping
+    return TrainResult(
+        learner=jax.tree_util.tree_map(jnp.asarray, loop.best["learner"]),
+        learner_predict=spec.learner.predictor(config.product),
+        adversary=jax.tree_util.tree_map(jnp.asarray, loop.best["adversary"]),
+        adversary_apply=spec.adversary.apply,
+        history=loop.history,
+        best_epoch=s.best_epoch,
+        best_ndcg=float(s.best_metric) if s.best_epoch else float("nan"),
+        stop_reason=stop_reason,
+    )
+
+
 def train_adversarial(
     split,
     *,
@@ -295,6 +325,8 @@ def train_adversarial(
       ConfigError: a bad model, batch size or `checkpoint_every`, a workdir holding
         another run, or a damaged checkpoint.
     """
+    # Over 60 lines only for its 12 documented options: the work is in `_run_epochs`,
+    # `_open_workdir` and `_result`, the loop's pieces in `loop` and `checkpoints`.
     check_config(split, model, config, checkpoint_every=checkpoint_every)
     k = int(checkpoint_every)
     spec = adversarial_model or adversarial.make_model(model, learners.make_learner(config))
@@ -312,35 +344,18 @@ def train_adversarial(
     with contextlib.ExitStack() as stack:
         ckpt = writer = None
         if workdir:
-            os.makedirs(workdir, exist_ok=True)
-            ckpt = stack.enter_context(checkpoints.Checkpointer(workdir, checkpoint_every=k))
-            writer = checkpoints.MetricWriter(workdir)
-            if resuming:
-                state, loop = _resume(ckpt, state, config, spec.learner)
-            else:
-                ckpt.start_from(0, 0)
-            writer.reset(loop.history)
-        # Initialisation runs asynchronously (Glorot-normal W: ≈15 s at n ≈ 25k on 2
-        # CPU cores); wait for it so that epoch 1's step_seconds time the steps only.
+            ckpt, writer, state, loop = _open_workdir(
+                stack, workdir, k, state, loop, config, spec.learner, resuming=resuming
+            )
+        # Initialisation runs asynchronously (slow for a large W: docs/performance.md);
+        # wait for it so that epoch 1's step_seconds time the steps only.
         jax.block_until_ready(state)
         state, stop_reason = _run_epochs(
             step_fn, state, loop, spec.learner, split=split, x=x, config=config, seed=seed,
             step_root=step_root, ckpt=ckpt, writer=writer, fingerprint=fingerprint,
             progress=progress, callback=callback,
         )  # fmt: skip
-    if loop.best is None:  # diverged before the first evaluation: keep what there is
-        loop.best = _best_tree(learner_of(state, spec.learner), state)
-    s = loop.stopping
-    return TrainResult(
-        learner=jax.tree_util.tree_map(jnp.asarray, loop.best["learner"]),
-        learner_predict=spec.learner.predictor(config.product),
-        adversary=jax.tree_util.tree_map(jnp.asarray, loop.best["adversary"]),
-        adversary_apply=spec.adversary.apply,
-        history=loop.history,
-        best_epoch=s.best_epoch,
-        best_ndcg=float(s.best_metric) if s.best_epoch else float("nan"),
-        stop_reason=stop_reason,
-    )
+    return _result(loop, state, spec, config, stop_reason)
 
 
 def _run_epochs(

@@ -82,6 +82,68 @@ def fields_checker(split: Callable[[str], list[str]], kinds: Sequence[str], expe
     return check
 
 
+def _first_read(read, path, cols, check, *, header, expected, data):
+    """`read()`, its parser errors turned into one-line `DataError`s naming the line."""
+    try:
+        return read()
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty (expected {expected})") from None
+    except ValueError as e:  # ParserError is a ValueError
+        if "secols" in str(e):
+            raise DataError(f"{path}: columns {list(cols)} not found ({e})") from None
+        scan_lines(path, check, skip=int(header), data=data)
+        match = re.search(r"line (\d+)", str(e))
+        where = f":{match.group(1)}" if match else ""
+        raise DataError(f"{path}{where}: {e}".replace("\n", " ")) from None
+
+
+def _column(frame, pos, kind, *, path, sep, header, expected, data):
+    """Column `pos` of `frame` as an array of `kind`; a bad field raises naming its line."""
+    if pos >= frame.shape[1]:
+        hint = f"; is the separator {sep!r}? give --sep" if frame.shape[1] == 1 else ""
+        raise DataError(
+            f"{path}: has {frame.shape[1]} columns, so there is no column {pos} "
+            f"(0-based) for the {expected}{hint}"
+        )
+    values = frame.iloc[:, pos]
+    bad = values.isna().to_numpy().copy()
+    if kind != "any":
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad |= numeric.isna().to_numpy()
+        if kind == "int":
+            bad |= (numeric.fillna(0) % 1 != 0).to_numpy()
+            bad |= beyond_int64(numeric.to_numpy())
+        values = numeric
+    if bad.any():
+        _raise_at_row(path, int(np.argmax(bad)), header, expected, data)
+    arr = values.to_numpy()
+    return (
+        arr.astype(np.int64)
+        if kind == "int"
+        else arr.astype(np.float64)
+        if kind == "float"
+        else arr
+    )
+
+
+def _ids_as_text(frame, read, positions, kinds, *, path, sep, data):
+    """`frame`, re-read with its id ("any") columns as stripped text where that matters."""
+    # Ids ("any" columns) are text: read as numbers, "01" and "1" would be one id and
+    # "01" would lose its zero. The fast numeric read stands where no field can be such.
+    ids = [
+        p
+        for p, kind in zip(positions, kinds)
+        if kind == "any" and p < frame.shape[1] and frame.dtypes.iloc[p].kind in "iuf"
+    ]
+    if ids and (
+        any(frame.dtypes.iloc[p].kind == "f" for p in ids) or _numeric_text_differs(path, data, sep)
+    ):
+        frame = _drop_whitespace_rows(read({frame.columns[p]: str for p in ids}))
+        for p in ids:  # stripped, as the numeric read ignores surrounding blanks
+            frame[frame.columns[p]] = frame.iloc[:, p].str.strip()
+    return frame
+
+
 def read_delimited(
     path: str,
     *,
@@ -124,61 +186,15 @@ def read_delimited(
             dtype=dtype,
         )
 
-    try:
-        frame = read()
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty (expected {expected})") from None
-    except ValueError as e:  # ParserError is a ValueError
-        if "secols" in str(e):
-            raise DataError(f"{path}: columns {list(cols)} not found ({e})") from None
-        scan_lines(path, check, skip=int(header), data=data)
-        match = re.search(r"line (\d+)", str(e))
-        where = f":{match.group(1)}" if match else ""
-        raise DataError(f"{path}{where}: {e}".replace("\n", " ")) from None
+    frame = _first_read(read, path, cols, check, header=header, expected=expected, data=data)
     frame = _drop_whitespace_rows(frame)
     if frame.shape[0] == 0:
         raise DataError(f"{path}: no data rows, only a header line (expected {expected})")
-    # Ids ("any" columns) are text: read as numbers, "01" and "1" would be one id and
-    # "01" would lose its zero. The fast numeric read stands where no field can be such.
-    ids = [
-        p
-        for p, kind in zip(positions, kinds)
-        if kind == "any" and p < frame.shape[1] and frame.dtypes.iloc[p].kind in "iuf"
+    frame = _ids_as_text(frame, read, positions, kinds, path=path, sep=sep, data=data)
+    return [
+        _column(frame, pos, kind, path=path, sep=sep, header=header, expected=expected, data=data)
+        for pos, kind in zip(positions, kinds)
     ]
-    if ids and (
-        any(frame.dtypes.iloc[p].kind == "f" for p in ids) or _numeric_text_differs(path, data, sep)
-    ):
-        frame = _drop_whitespace_rows(read({frame.columns[p]: str for p in ids}))
-        for p in ids:  # stripped, as the numeric read ignores surrounding blanks
-            frame[frame.columns[p]] = frame.iloc[:, p].str.strip()
-    out = []
-    for pos, kind in zip(positions, kinds):
-        if pos >= frame.shape[1]:
-            hint = f"; is the separator {sep!r}? give --sep" if frame.shape[1] == 1 else ""
-            raise DataError(
-                f"{path}: has {frame.shape[1]} columns, so there is no column {pos} "
-                f"(0-based) for the {expected}{hint}"
-            )
-        values = frame.iloc[:, pos]
-        bad = values.isna().to_numpy().copy()
-        if kind != "any":
-            numeric = pd.to_numeric(values, errors="coerce")
-            bad |= numeric.isna().to_numpy()
-            if kind == "int":
-                bad |= (numeric.fillna(0) % 1 != 0).to_numpy()
-                bad |= beyond_int64(numeric.to_numpy())
-            values = numeric
-        if bad.any():
-            _raise_at_row(path, int(np.argmax(bad)), header, expected, data)
-        arr = values.to_numpy()
-        out.append(
-            arr.astype(np.int64)
-            if kind == "int"
-            else arr.astype(np.float64)
-            if kind == "float"
-            else arr
-        )
-    return out
 
 
 _COMPRESSED = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")

@@ -202,6 +202,7 @@ def load_split(
     Raises:
       DataError, ConfigError: a user error, with a one-line message saying what and where.
     """
+    # Over 60 lines for its signature and docstring (one option per data flag).
     opts = split_options(
         dataset,
         rating_threshold=rating_threshold,

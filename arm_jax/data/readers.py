@@ -319,6 +319,30 @@ def _parse_columns(columns, header: bool, path: str) -> list[int | str]:
     return cols
 
 
+def _parquet_columns(path: str, cols, kinds, expected: str) -> list:
+    """Columns `cols` of a Parquet file as arrays; missing or bad values raise DataError."""
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a non-Parquet file
+        message = f"{path}: not a readable Parquet file ({e})".replace("\n", " ")
+        raise DataError(message) from None
+    try:
+        picked = [frame.iloc[:, c] if isinstance(c, int) else frame[c] for c in cols]
+    except (KeyError, IndexError):
+        message = f"{path}: columns {cols} not found; has {list(frame.columns)}"
+        raise DataError(message) from None
+    for k, values in enumerate(picked):
+        refuse_lists(path, values)
+        bad = values.isna().to_numpy().copy()
+        if kinds[k] == "float":
+            values = pd.to_numeric(values, errors="coerce")
+            bad |= values.isna().to_numpy()
+            picked[k] = values
+        if bad.any():
+            raise DataError(f"{path}: row {int(np.argmax(bad)) + 1}: expected {expected}")
+    return [v.to_numpy() for v in picked]
+
+
 def read_interactions(
     path: str,
     *,
@@ -343,26 +367,7 @@ def read_interactions(
     kinds = ["any", "any", "float"][: len(cols)]
     expected = "user, item" + (", rating" if len(cols) == 3 else "") + " columns"
     if path.endswith((".parquet", ".pq")):
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as e:  # pyarrow raises several types for a non-Parquet file
-            message = f"{path}: not a readable Parquet file ({e})".replace("\n", " ")
-            raise DataError(message) from None
-        try:
-            picked = [frame.iloc[:, c] if isinstance(c, int) else frame[c] for c in cols]
-        except (KeyError, IndexError):
-            message = f"{path}: columns {cols} not found; has {list(frame.columns)}"
-            raise DataError(message) from None
-        for k, values in enumerate(picked):
-            refuse_lists(path, values)
-            bad = values.isna().to_numpy().copy()
-            if kinds[k] == "float":
-                values = pd.to_numeric(values, errors="coerce")
-                bad |= values.isna().to_numpy()
-                picked[k] = values
-            if bad.any():
-                raise DataError(f"{path}: row {int(np.argmax(bad)) + 1}: expected {expected}")
-        arrays = [v.to_numpy() for v in picked]
+        arrays = _parquet_columns(path, cols, kinds, expected)
     else:
         if sep is None:
             sep = "\t" if path.endswith((".tsv", ".txt", ".dat")) else ","

@@ -160,6 +160,26 @@ def _holdout_mask(ascending_key: np.ndarray) -> np.ndarray:
     return held
 
 
+def _heldout_count(inter: Interactions, options: SplitOptions, n_users: int) -> int:
+    """h, the validation (and test) users; a one-line DataError where it does not fit."""
+    h = options.n_heldout_users
+    if h is None:
+        h = n_users // 10
+    if options.n_heldout_users is None and (h < 1 or n_users - 2 * h < 1):
+        kept = f" (kept {_filters(options)})" if _filters(options) else ""
+        raise DataError(
+            f"{inter.source}: only {n_users} users left after filtering{kept}, too few for "
+            f"train, validation and test users (by default 10% each: {h}); the split needs "
+            "at least 10, or 3 with --n_heldout_users=1; relax the filters (--min_uc)"
+        )
+    if h < 1 or n_users - 2 * h < 1:
+        raise DataError(
+            f"{inter.source}: --n_heldout_users={h} does not fit {n_users} users left after "
+            f"filtering (need 1 <= h and 2*h < {n_users})"
+        )
+    return h
+
+
 def liang_split(inter: Interactions, options: SplitOptions, *, dataset: str = "") -> Split:
     """Splits interactions into train / validation / test users (Liang et al. 2018).
 
@@ -176,21 +196,7 @@ def liang_split(inter: Interactions, options: SplitOptions, *, dataset: str = ""
     present = np.unique(user)
     sorted_users = present[np.argsort(inter.user_ids[present], kind="stable")]
     n_users = len(sorted_users)
-    h = options.n_heldout_users
-    if h is None:
-        h = n_users // 10
-    if options.n_heldout_users is None and (h < 1 or n_users - 2 * h < 1):
-        kept = f" (kept {_filters(options)})" if _filters(options) else ""
-        raise DataError(
-            f"{inter.source}: only {n_users} users left after filtering{kept}, too few for "
-            f"train, validation and test users (by default 10% each: {h}); the split needs "
-            "at least 10, or 3 with --n_heldout_users=1; relax the filters (--min_uc)"
-        )
-    if h < 1 or n_users - 2 * h < 1:
-        raise DataError(
-            f"{inter.source}: --n_heldout_users={h} does not fit {n_users} users left after "
-            f"filtering (need 1 <= h and 2*h < {n_users})"
-        )
+    h = _heldout_count(inter, options, n_users)
     permuted = sorted_users[np.random.RandomState(LIANG_SEED).permutation(n_users)]
     rank = np.full(len(inter.user_ids), -1, np.int64)
     rank[permuted] = np.arange(n_users)
