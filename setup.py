@@ -37,6 +37,9 @@ setuptools.setup(
             "nbformat>=5.9",
             "nbclient>=0.9",
             "ipykernel>=6.25",
+            # tests/test_notebook_install.py builds a wheel of this checkout offline, as
+            # a Colab install from ARM_JAX_REPO would; setuptools < 70.1 needs this for it.
+            "wheel>=0.40",
         ],
     },
 )
