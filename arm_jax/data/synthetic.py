@@ -110,6 +110,22 @@ def _sample_items(rng, probs, n_u):
     return users, items
 
 
+def _region_sizes(n_items, n_groups, n_mainstream_items, clusters) -> tuple[int, int]:
+    """(mainstream items, items per niche region); too few items for the clusters is an
+    error naming the sizes."""
+    n_mainstream_clusters, n_niche_clusters = clusters
+    if n_mainstream_items is None:
+        n_mainstream_items = int(0.6 * n_items)
+    n_niche = (n_items - n_mainstream_items) // max(n_groups - 1, 1)
+    if n_mainstream_items < n_mainstream_clusters or (n_groups > 1 and n_niche < n_niche_clusters):
+        raise ConfigError(
+            f"synthetic: {n_items} items leave too few for {n_mainstream_clusters} mainstream "
+            f"and {n_niche_clusters} niche clusters per minority (n_mainstream_items="
+            f"{n_mainstream_items})"
+        )
+    return n_mainstream_items, n_niche
+
+
 def make_synthetic(
     *,
     seed: int = 0,
@@ -152,22 +168,15 @@ def make_synthetic(
       interaction, users in id order) and [n_users] int group labels indexed by user id
       (0 = majority, k = minority k, names in `GROUP_NAMES`).
     """
-    # Over 60 lines only for its 14 documented options; the steps are the helpers above,
-    # called in a fixed order because they share one generator (same seed, same data).
+    # The steps are the helpers above, called in a fixed order: they share one generator.
     rng = np.random.default_rng(seed)
     n_groups = 1 + len(minority_fractions)
     counts = [int(round(f * n_users)) for f in minority_fractions]
     groups = rng.permutation(np.repeat(np.arange(n_groups), [n_users - sum(counts), *counts]))
 
-    if n_mainstream_items is None:
-        n_mainstream_items = int(0.6 * n_items)
-    n_niche = (n_items - n_mainstream_items) // max(n_groups - 1, 1)
-    if n_mainstream_items < n_mainstream_clusters or (n_groups > 1 and n_niche < n_niche_clusters):
-        raise ConfigError(
-            f"synthetic: {n_items} items leave too few for {n_mainstream_clusters} mainstream "
-            f"and {n_niche_clusters} niche clusters per minority (n_mainstream_items="
-            f"{n_mainstream_items})"
-        )
+    n_mainstream_items, n_niche = _region_sizes(
+        n_items, n_groups, n_mainstream_items, (n_mainstream_clusters, n_niche_clusters)
+    )
     region, cluster, within = _item_regions(
         rng,
         n_items,
