@@ -6,46 +6,18 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from test_training import _config, _Kill, _split  # the tiny random split and config
 
 import arm_jax
-from arm_jax import adversarial, checkpoints, configs, gda, loop, training
+from arm_jax import adversarial, checkpoints, gda, loop, training
 from arm_jax.errors import ConfigError
 from arm_jax.products import make_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _split(seed=0, m=60, n=30, h=12):  # as tests/test_training.py's
-    rng = np.random.default_rng(seed)
-
-    def rows(k):
-        x = (rng.random((k, n)) < 0.2).astype(np.float32)
-        x[np.arange(k), rng.integers(0, n, k)] = 1.0
-        return sp.csr_matrix(x)
-
-    valid = rows(h).toarray()
-    mask = rng.random(valid.shape) < 0.7
-    return types.SimpleNamespace(
-        train=rows(m),
-        valid_tr=sp.csr_matrix(valid * mask),
-        valid_te=sp.csr_matrix(valid * ~mask),
-        dataset="random",
-    )
-
-
-def _config(**kw):
-    base = dict(C=0.01, B=1.0, learning_rate=1e-2, batch_size=16, max_epochs=4, patience=10)
-    return configs.model_config("synthetic", "rlarm", **{**base, **kw})
-
-
-class _Kill(Exception):
-    pass
 
 
 def _kill_at(epoch):
