@@ -9,10 +9,17 @@ item–item matrix with its diagonal removed (a user's own items never predict t
   fused `update` keeps the sparse CPU path of `products` (no n×n temporary a step).
 - `low_rank_learner(rank)`: W̃ = P Qᵀ − diag(P Qᵀ), `P, Q: [n, r]` (ELSA-style): memory
   linear in n, scores `(x P) Qᵀ − x ⊙ diag(P Qᵀ)`, never an n×n array.
+- `edlae_learner(p)`: the dense W̃ descending EDLAE's loss (Steck 2020), the squared error
+  in expectation over dropout of the inputs with probability p (docs/models.md).
+
+The weights are per user (`[b]`, the paper's), per item (`[1, n]`) or per user–item
+entry (`[b, n]`), summing to 1 (`unit_squared_errors`); the item and user–item
+adversaries (`arm_jax.item_adversaries`) give the last two.
 
 A learner of one's own is a `Learner` of functions with the same signatures.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -23,6 +30,7 @@ import optax
 import scipy.sparse as sp
 
 from arm_jax import io
+from arm_jax.closed_form import fit_edlae
 from arm_jax.ease import fit_ease, predict
 from arm_jax.ease import save_model as ease_save_model
 from arm_jax.errors import ConfigError
@@ -50,8 +58,9 @@ class Learner(NamedTuple):
         or None for a random start.
       scores: `scores(params, batch, x, *, product) -> [b, n]` predictions `x_u W̃`;
         `x` is the batch dense `[b, n]` (a learner may use the sparse `batch` instead).
-      loss: `loss(params, batch, x, weights, *, C, product) -> (loss, per_user [b])`:
-        Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)·penalty, and the per-user squared errors.
+      loss: `loss(params, batch, x, weights, *, C, product) -> (loss, per_unit)`:
+        Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)·penalty, and the squared errors per unit of the
+        weights (`unit_squared_errors`: per user `[b]` for the paper's weights).
       penalty: `penalty(params) -> ‖W̃‖²` (the loop adds (C/2)· it to the epoch's loss).
       export: `export(params) -> model`: what evaluation scores with and
         `TrainResult.learner` holds.
@@ -85,6 +94,29 @@ def _diagonal(shape) -> jax.Array:
     return jax.lax.broadcasted_iota(jnp.int32, shape, 0) == jax.lax.broadcasted_iota(
         jnp.int32, shape, 1
     )
+
+
+def unit_squared_errors(squares: jax.Array, weights: jax.Array) -> jax.Array:
+    """Per-entry squared errors summed to the units of user, item or entry weights.
+
+    The data loss is Σ weights ⊙ unit_squared_errors(squares, weights), with weights
+    summing to 1: `[b]` per user (the paper's), Σ_u w_u Σ_i s_ui; `[1, n]` per item or
+    `[b, n]` per entry, n Σ_ui ω_ui s_ui with ω_ui = w_i / b or w_ui (the weights spread
+    over the batch's b·n entries, the paper's eq. 5 normalisation, times n as for
+    users). Uniform weights give the same (1/b) Σ_ui s_ui in all three.
+
+    Args:
+      squares: `[b, n]` squared errors s_ui = (x_ui − x̂_ui)².
+      weights: `[b]`, `[1, n]` or `[b, n]`.
+
+    Returns:
+      The weights' shape: per-user sums `[b]`, (n/b) Σ_u s_ui `[1, n]`, or n·s `[b, n]`.
+    """
+    if weights.ndim == 1:
+        return jnp.sum(squares, axis=-1)
+    # [1, n] (items) or [b, n] (entries): the same for b = 1
+    per_unit = squares if weights.shape[0] > 1 else jnp.sum(squares, 0, keepdims=True)
+    return per_unit * (weights.size / squares.shape[0])
 
 
 # ---------------------------------------------------------------------- dense W
@@ -121,7 +153,8 @@ def learner_loss(
     Args:
       params: `{"W": [n, n]}`.
       batch, x: the users' rows, sparse and dense `[b, n]`.
-      weights: `[b]` user weights (sum to 1 for the paper's models).
+      weights: `[b]` user weights (sum to 1 for the paper's models), or `[1, n]` item
+        or `[b, n]` entry weights (`unit_squared_errors`).
       C: L2 weight of W.
       product: "dense", "sparse" or "segment".
       zero_diagonal: promise that W's diagonal is already 0 (a `TrainState`'s W always
@@ -129,15 +162,15 @@ def learner_loss(
         Its diagonal is then the unmasked one: mask it before a step.
 
     Returns:
-      (loss scalar, per-user squared errors `[b]`).
+      (loss scalar, squared errors per unit of the weights, per user `[b]` for `[b]`).
     """
     w = params["W"]
     xw = batch_product(w, batch, x, product=product, zero_diagonal=zero_diagonal)
-    per_user = jnp.sum(jnp.square(x - xw), axis=-1)
+    per_unit = unit_squared_errors(jnp.square(x - xw), weights)
     reg = jnp.sum(jnp.square(w))
     if not zero_diagonal:
         reg = reg - jnp.sum(jnp.square(jnp.diagonal(w)))
-    return jnp.sum(weights * per_user) + 0.5 * C * reg, per_user
+    return jnp.sum(weights * per_unit) + 0.5 * C * reg, per_unit
 
 
 def _dense_init(key, n_items, config, *, dtype=jnp.float32, x=None):
@@ -182,8 +215,13 @@ def _sparse_update(params, opt_state, buffer, batch, weights, optimizer, C):
     """
     W = params["W"]
     residual = sparse_residual(W, batch)
-    loss = jnp.sum(weights * jnp.sum(jnp.square(residual), axis=-1))
-    buffer, touched = scatter_rows(buffer, batch, residual, scale=-2.0 * weights)
+    if weights.ndim == 1:
+        loss = jnp.sum(weights * jnp.sum(jnp.square(residual), axis=-1))
+        buffer, touched = scatter_rows(buffer, batch, residual, scale=-2.0 * weights)
+    else:  # item or entry weights: the data gradient is −2 Xᵀ(c·ω ⊙ R)
+        loss = jnp.sum(weights * unit_squared_errors(jnp.square(residual), weights))
+        scaled = residual * weights * (-2.0 * weights.size / residual.shape[0])
+        buffer, touched = scatter_rows(buffer, batch, scaled)
     diagonal = _diagonal(W.shape)
     data = touched[:, None] & ~diagonal
     grads = {"W": jnp.where(data, buffer, 0.0) + C * W}
@@ -272,8 +310,8 @@ def _low_rank_penalty(params) -> jax.Array:
 
 def _low_rank_loss(params, batch, x, weights, *, C, product):
     residual = add_batch(-_low_rank_scores(params, batch, x, product=product), batch)
-    per_user = jnp.sum(jnp.square(residual), axis=-1)
-    return jnp.sum(weights * per_user) + 0.5 * C * _low_rank_penalty(params), per_user
+    per_unit = unit_squared_errors(jnp.square(residual), weights)
+    return jnp.sum(weights * per_unit) + 0.5 * C * _low_rank_penalty(params), per_unit
 
 
 def low_rank_predict(params: Params, x: jax.Array) -> jax.Array:
@@ -303,13 +341,60 @@ LOW_RANK_LEARNER = Learner(
 """W̃ = P Qᵀ with its diagonal's contribution removed (ELSA-style), `{"P", "Q"}` of
 `[n, config.rank]`: Glorot-normal, or with a warm start `_ridge_factors`."""
 
-LEARNERS: dict[str, Learner] = {"dense": DENSE_LEARNER, "low_rank": LOW_RANK_LEARNER}
+
+# ------------------------------------------------------------------------- EDLAE
+def _edlae_init(key, n_items, config, *, dtype=jnp.float32, x=None):
+    if x is not None:  # C/2, as the dense warm start: the stationary point (docs/models.md)
+        w = fit_edlae(x, dropout_p=config.dropout_p, C=config.C / 2, dtype=dtype)
+        return {"W": zero_diagonal(w)}
+    return _dense_init(key, n_items, config, dtype=dtype)
+
+
+def _edlae_loss(params, batch, x, weights, *, C, product, dropout_p):
+    """EDLAE's weighted loss: the squared error in expectation over input dropout.
+
+    E_δ (x_ui − Σ_j x_uj δ_j W̃_ji / (1 − p))² = (x_ui − x_u W̃_:i)² + q Σ_j x_uj² W̃_ji²,
+    q = p/(1−p), δ_j ~ Bernoulli(1 − p); per user the extra term is q Σ_j x_uj² ‖W̃_j,:‖²,
+    so Σ_u w_u of it is Σ_j Λ_jj ‖W̃_j,:‖² with Λ_jj = q Σ_u w_u x_uj² (the weighted
+    Gram diagonal). Plus (C/2)‖W̃‖².
+    """
+    w = jnp.where(_diagonal(params["W"].shape), 0.0, params["W"])
+    squares = jnp.square(x - batch_product(w, batch, x, product=product, zero_diagonal=True))
+    q = dropout_p / (1.0 - dropout_p)
+    if weights.ndim == 1:  # per user: row norms of W̃, no [b, n] x [n, n] product
+        per_unit = jnp.sum(squares, axis=-1) + q * (jnp.square(x) @ jnp.sum(jnp.square(w), 1))
+    else:
+        per_unit = unit_squared_errors(squares + q * (jnp.square(x) @ jnp.square(w)), weights)
+    return jnp.sum(weights * per_unit) + 0.5 * C * jnp.sum(jnp.square(w)), per_unit
+
+
+def edlae_learner(dropout_p: float) -> Learner:
+    """The dense `{"W": [n, n]}` (diagonal held at 0) descending EDLAE's loss with
+    dropout probability `dropout_p` (`_edlae_loss`); its warm start is
+    `closed_form.fit_edlae` at C/2, the loss's stationary point with uniform weights."""
+    return Learner(
+        init=_edlae_init,
+        scores=_dense_scores,
+        loss=functools.partial(_edlae_loss, dropout_p=float(dropout_p)),
+        penalty=l2_norm_sq,
+        export=learner_matrix,
+        predictor=dense_predictor,
+    )
+
+
+LEARNERS: dict[str, Learner] = {
+    "dense": DENSE_LEARNER,
+    "low_rank": LOW_RANK_LEARNER,
+    "edlae": edlae_learner(0.25),  # `make_learner` builds it with the config's p
+}
 """The learners `ModelConfig.learner` (`--learner`) names."""
 
 
 def make_learner(config) -> Learner:
-    """The learner `config.learner` names ("dense" or "low_rank")."""
-    return LEARNERS[getattr(config, "learner", "dense")]
+    """The learner `config.learner` names ("dense", "low_rank", or "edlae" with
+    `config.dropout_p`)."""
+    name = getattr(config, "learner", "dense")
+    return edlae_learner(config.dropout_p) if name == "edlae" else LEARNERS[name]
 
 
 def check_learner(config, n_items: int) -> None:
