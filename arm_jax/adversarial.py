@@ -46,11 +46,26 @@ Params = Any
 class Adversary(NamedTuple):
     """An adversary: `init(key, n_items, config) -> params`, `apply(params, batch) -> [b]`.
 
-    `apply` returns raw scores `s_u` (before the sigmoid) for the batch's users.
+    `apply` returns raw scores `s_u` (before the sigmoid) for the batch's users, or for
+    an item-level adversary `[1, n]` scores of the items and for a user–item one `[b, n]`
+    scores of the entries (`arm_jax.item_adversaries`; the learner's loss takes all
+    three, `learners.unit_squared_errors`). Such an adversary also gives:
+
+    Attributes:
+      user_scores: `user_scores(params, batch) -> [b]`, its per-user part (None: none;
+        what `adversary_scores.npz` holds), for an adversary whose `apply` is not [b].
+      item_scores: `item_scores(params) -> [n]`, its per-item logits, or None.
     """
 
     init: Callable[[jax.Array, int, Any], Params]
     apply: Callable[[Params, SparseBatch], jax.Array]
+    user_scores: Callable[[Params, SparseBatch], jax.Array] | None = None
+    item_scores: Callable[[Params], jax.Array] | None = None
+
+    def per_user(self) -> Callable[[Params, SparseBatch], jax.Array] | None:
+        """The function of per-user scores `[b]`: `apply` for a user-level adversary,
+        `user_scores` otherwise (None for an item-level one)."""
+        return self.apply if self.item_scores is None else self.user_scores
 
 
 def _linear_init(key, n_items, config=None):
@@ -79,7 +94,8 @@ NN_ADVERSARY = Adversary(_nn_init, _nn_apply)
 
 
 def adversary_weights(scores: jax.Array) -> jax.Array:
-    """Per-batch normalised weights `σ(s_u) / Σ_v σ(s_v)`; `[b] -> [b]`, sum 1."""
+    """Per-batch normalised weights `σ(s_u) / Σ_v σ(s_v)`; `[b] -> [b]`, sum 1 (any
+    shape: `[1, n]` item or `[b, n]` entry scores are normalised over all entries)."""
     sig = jax.nn.sigmoid(scores)
     return sig / jnp.sum(sig)
 
@@ -116,28 +132,18 @@ def rank_loss(scores: jax.Array, x: jax.Array, *, k: int = 100) -> jax.Array:
     return jax.lax.stop_gradient(1.0 - ndcg)
 
 
-def rank_loss_sparse(
-    scores: jax.Array, batch: SparseBatch, *, k: int = 100, chunk: int | None = None
-) -> jax.Array:
-    """`rank_loss(scores, densify(batch))` from the ranks of each user's own items.
+def nonzero_ranks(
+    scores: jax.Array, batch: SparseBatch, *, chunk: int | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Rank of each nonzero (u, i) of `batch` among all items by u's `scores`: [nnz_pad].
 
-    NDCG@k with binary relevance needs only the rank of each relevant item, rank_i =
-    #{j: s_j > s_i} + #{j < i: s_j = s_i} (the tie order of `lax.top_k`): a count over
-    `[nnz, n]` comparisons, which is several times cheaper than a top-k over `[b, n]`
-    on a CPU and gives the same numbers.
-
-    Args:
-      scores: `[b, n]` predictions; batch: the users' rows (values > 0 are relevant).
-      k: cut-off.
-      chunk: nonzeros compared per loop iteration; None: 32 on a CPU, where a
-        `[chunk, n]` block then stays in cache (docs/performance.md); on accelerators
-        as many as keep `[chunk, n]` within `GATHERED_ELEMENTS`
-        (13,349 at n = 20,108: 6 iterations for an ML-20M batch instead of 137 at 512),
-        since each iteration there costs kernel launches and a loop-condition check
-        whatever its size.
+    rank_ui = #{j: s_uj > s_ui} + #{j < i: s_uj = s_ui} (0 is the top; the tie order of
+    `lax.top_k`). `chunk` as in `rank_loss_sparse`.
 
     Returns:
-      `[b]` 1 − NDCG@k, 1 for a user with no items; gradient stopped.
+      (rank, rows, cols, rel), each `[nnz_pad]` (the coordinates padded to a multiple of
+      the chunk): int32 ranks, the entries' rows and columns, and whether the entry is
+      relevant (a real nonzero; padding is not). Gradients are stopped.
     """
     scores = jax.lax.stop_gradient(scores)
     if chunk is None:
@@ -165,6 +171,34 @@ def rank_loss_sparse(
     # (value 0, not relevant).
     n_chunks = (batch.nnz + chunk - 1) // chunk
     rank = jax.lax.fori_loop(0, n_chunks, ranks, jnp.zeros(rows.shape, jnp.int32))
+    return rank, rows, cols, rel
+
+
+def rank_loss_sparse(
+    scores: jax.Array, batch: SparseBatch, *, k: int = 100, chunk: int | None = None
+) -> jax.Array:
+    """`rank_loss(scores, densify(batch))` from the ranks of each user's own items.
+
+    NDCG@k with binary relevance needs only the rank of each relevant item, rank_i =
+    #{j: s_j > s_i} + #{j < i: s_j = s_i} (the tie order of `lax.top_k`): a count over
+    `[nnz, n]` comparisons, which is several times cheaper than a top-k over `[b, n]`
+    on a CPU and gives the same numbers.
+
+    Args:
+      scores: `[b, n]` predictions; batch: the users' rows (values > 0 are relevant).
+      k: cut-off.
+      chunk: nonzeros compared per loop iteration; None: 32 on a CPU, where a
+        `[chunk, n]` block then stays in cache (docs/performance.md); on accelerators
+        as many as keep `[chunk, n]` within `GATHERED_ELEMENTS`
+        (13,349 at n = 20,108: 6 iterations for an ML-20M batch instead of 137 at 512),
+        since each iteration there costs kernel launches and a loop-condition check
+        whatever its size.
+
+    Returns:
+      `[b]` 1 − NDCG@k, 1 for a user with no items; gradient stopped.
+    """
+    scores = jax.lax.stop_gradient(scores)
+    rank, rows, _, rel = nonzero_ranks(scores, batch, chunk=chunk)
     gain = jnp.where(rel & (rank < k), 1.0 / jnp.log2(rank + 2.0), 0.0)
     dcg = jax.ops.segment_sum(gain, rows, num_segments=batch.n_users)
     n_rel = jax.ops.segment_sum(rel.astype(jnp.int32), rows, num_segments=batch.n_users)

@@ -24,7 +24,8 @@ Definitions used throughout:
     against EASE and against EASE-IPW on the same users.
   * Adversary AUC: ROC AUC of the raw score s_u for telling planted minority users
     (`group != 0`) from the majority, via the Mann–Whitney U statistic on average ranks
-    (ties count one half).
+    (ties count one half); for an item-level adversary, of its item logits t_i for
+    telling the minorities' niche items from the mainstream ones (`item_auc`).
 """
 
 import numpy as np
@@ -291,6 +292,14 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     ranks = scipy.stats.rankdata(np.asarray(scores, dtype=np.float64))
     u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
+
+
+def item_auc(scores: np.ndarray, item_groups: np.ndarray) -> float:
+    """ROC AUC of an item-level adversary's logits `scores: [n]` for telling the planted
+    minorities' niche items (`item_groups != 0`, `Split.item_groups`) from the
+    mainstream ones (`roc_auc`: Mann–Whitney U on average ranks); NaN if a class is
+    empty."""
+    return roc_auc(scores, np.asarray(item_groups) != 0)
 
 
 def adversary_auc_table(adversaries: dict[str, dict]) -> pd.DataFrame:

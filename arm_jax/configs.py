@@ -21,6 +21,13 @@ from arm_jax.adversarial import (
     rank_objective,
 )
 from arm_jax.errors import ConfigError
+from arm_jax.item_adversaries import (
+    ITEM_ADVERSARY,
+    USER_ITEM_ADVERSARY,
+    entry_arm_objective,
+    entry_rank_objective,
+    item_rank_objective,
+)
 from arm_jax.learners import LEARNERS
 from arm_jax.products import PRODUCTS
 
@@ -94,10 +101,12 @@ class ModelConfig:
         (`arm_jax.products`).
       alpha, rounds, cvar_loss: CVaR-EASE's share of worst users, reweighting rounds and
         per-user loss, "squared" or "rank" (`arm_jax.closed_form`).
-      dropout_p: EDLAE's dropout probability p (`arm_jax.closed_form`).
+      dropout_p: EDLAE's dropout probability p (`arm_jax.closed_form`, and the
+        "edlae" learner's).
       groups: group DRO's activity groups (`arm_jax.group_dro`).
       learner: the adversarial models' learner (`arm_jax.learners`): "dense" (the
-        paper's `W: [n, n]`) or "low_rank" (`W = P Qᵀ`, diagonal removed).
+        paper's `W: [n, n]`), "low_rank" (`W = P Qᵀ`, diagonal removed) or "edlae"
+        (dense, EDLAE's loss with dropout_p).
       rank: r, the low-rank learner's rank (`P, Q: [n, r]`).
     """
 
@@ -157,6 +166,20 @@ _PAPER = {
         "rlarm_nn": dict(C=0.0005, B=500.0, learning_rate=1e-4, hidden_dim=9, batch_size=8192),
     },
 }
+
+
+def _new_adversarial(*, C, lr, batch, edlae_c, p) -> dict[str, dict]:
+    """R-LARM(EDLAE) and the item / user–item models on a small dataset: R-LARM's C,
+    learning rate and batch; R-LARM(EDLAE)'s C twice EDLAE's (its learner's optimum is
+    EDLAE at C/2) and EDLAE's p; B = 1 for the free item logits (B = 100 holds them
+    near 0: their gradients are of the order of one item's loss)."""
+    common = dict(C=C, learning_rate=lr, batch_size=batch)
+    out = {"rlarm_edlae": dict(common, C=edlae_c, B=100.0, dropout_p=p)}
+    for name in ("item_arm", "item_rlarm", "ui_arm", "ui_rlarm"):
+        out[name] = dict(common, B=1.0)
+    return out
+
+
 # Smaller datasets: chosen on validation NDCG@100 with `launch/sweep.py --grid=...` (see
 # README, "Hyperparameter search"). EASE: C in {0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5};
 # EASE-IPW: C in {0.05, 0.1, 0.2, 0.5, 1, 2} × β in {0.2, 0.4, 0.6, 0.8, 1.0}.
@@ -178,6 +201,7 @@ _SMALL: dict[str, dict[str, dict]] = {
         "cvar_ease": dict(C=0.2, alpha=0.5, rounds=3, cvar_loss="rank"),
         "edlae": dict(C=0.1, dropout_p=0.5),
         "group_dro": dict(C=0.4, B=10.0, learning_rate=5e-4, batch_size=128, groups=10),
+        **_new_adversarial(C=0.4, lr=5e-4, batch=128, edlae_c=0.2, p=0.5),
     },
     "ml-100k": {
         "ease": dict(C=0.5),
@@ -189,6 +213,7 @@ _SMALL: dict[str, dict[str, dict]] = {
         "cvar_ease": dict(C=0.5, alpha=0.5, cvar_loss="rank"),
         "edlae": dict(C=0.5),
         "group_dro": dict(C=1.0, B=10.0, learning_rate=1e-3, batch_size=64),
+        **_new_adversarial(C=1.0, lr=1e-3, batch=64, edlae_c=1.0, p=0.25),
     },
     "ml-latest-small": {
         "ease": dict(C=0.2),
@@ -200,6 +225,7 @@ _SMALL: dict[str, dict[str, dict]] = {
         "cvar_ease": dict(C=0.2, alpha=0.5, cvar_loss="rank"),
         "edlae": dict(C=0.2),
         "group_dro": dict(C=0.4, B=10.0, learning_rate=1e-3, batch_size=64),
+        **_new_adversarial(C=0.4, lr=2e-3, batch=64, edlae_c=0.4, p=0.25),
     },
 }
 
@@ -225,6 +251,8 @@ class ModelSpec:
       adversary, objective: an adversarial model's adversary and the objective it
         ascends (`adversarial.Model`; its learner is `ModelConfig.learner`'s).
       defaults: {dataset: the `ModelConfig` values `model_config` starts from}.
+      learner: the learner the model always uses (`ModelConfig.learner` is set to it),
+        or None for the one `--learner` names.
     """
 
     name: str
@@ -236,17 +264,20 @@ class ModelSpec:
     adversary: Adversary | None = None
     objective: Callable | None = None
     defaults: dict = dataclasses.field(default_factory=dict)
+    learner: str | None = None
 
 
 _LINEAR = ("C", "B", "learning_rate", "batch_size", "warmup_epochs", "warm_start")
 _NN = ("C", "B", "learning_rate", "hidden_dim", "batch_size", "warmup_epochs", "warm_start")
-_RUN = ("max_epochs", "patience", "product", "learner", "rank")
+_RUN = ("max_epochs", "patience", "product", "learner", "rank", "dropout_p")
 
 
-def _spec(name, label, kind, hyperparameters, swept, adversary=None, objective=None):
+def _spec(name, label, kind, hyperparameters, swept, adversary=None, objective=None, learner=None):
     defaults = {d: table[name] for d, table in MODEL_DEFAULTS.items() if name in table}
     run = _RUN if kind == "adversarial" else ()
-    return ModelSpec(name, label, kind, hyperparameters, swept, run, adversary, objective, defaults)
+    return ModelSpec(
+        name, label, kind, hyperparameters, swept, run, adversary, objective, defaults, learner
+    )
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -277,6 +308,28 @@ REGISTRY: dict[str, ModelSpec] = {
             "group_dro", "Group DRO", "adversarial", (*_LINEAR, "groups"),
             ("learning_rate", "C", "B"), None, arm_objective,
         ),
+        # R-LARM over EDLAE's learner (`learners.edlae_learner`), and the item-level and
+        # user–item adversaries (`item_adversaries`), the paper's §6 directions.
+        _spec(
+            "rlarm_edlae", "R-LARM(EDLAE)", "adversarial", (*_LINEAR, "dropout_p"),
+            ("learning_rate", "C", "B"), LINEAR_ADVERSARY, rank_objective, "edlae",
+        ),
+        _spec(
+            "item_arm", "Item-ARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
+            ITEM_ADVERSARY, entry_arm_objective,
+        ),
+        _spec(
+            "item_rlarm", "Item-R-LARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
+            ITEM_ADVERSARY, item_rank_objective,
+        ),
+        _spec(
+            "ui_arm", "UI-ARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
+            USER_ITEM_ADVERSARY, entry_arm_objective,
+        ),
+        _spec(
+            "ui_rlarm", "UI-R-LARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
+            USER_ITEM_ADVERSARY, entry_rank_objective,
+        ),
     )
 }  # fmt: skip
 """Every model, in the order of the paper's tables."""
@@ -295,7 +348,8 @@ def model_hyperparameters(model: str, config: ModelConfig) -> dict:
     learner's fields only when it is not the paper's dense W, which records as before)."""
     names = HYPERPARAMETERS[model]
     if config.learner != "dense":
-        names = (*names, "learner", "rank")
+        own = "rank" if config.learner == "low_rank" else "dropout_p"  # the learner's own
+        names = (*names, "learner", *(n for n in (own,) if n not in names))
     return {name: getattr(config, name) for name in names}
 
 
@@ -309,6 +363,9 @@ def model_config(dataset: str, model: str, **overrides) -> ModelConfig:
         raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     table = MODEL_DEFAULTS.get(dataset, MODEL_DEFAULTS["ml-20m"])
     given = {k: v for k, v in overrides.items() if v is not None}
+    own = REGISTRY[model].learner
+    if own is not None and given.setdefault("learner", own) != own:
+        raise ConfigError(f"--learner={given['learner']}: {model}'s learner is always {own}")
     unknown = set(given) - {f.name for f in dataclasses.fields(ModelConfig)}
     if unknown:
         raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
@@ -409,7 +466,7 @@ def _validate_worst_case(config: ModelConfig, model: str) -> None:
         raise ConfigError(f"--rounds must be an integer >= 1, got {config.rounds}")
     if model == "cvar_ease" and config.cvar_loss not in ("squared", "rank"):
         raise ConfigError(f"--cvar_loss must be squared or rank, got {config.cvar_loss!r}")
-    if model == "edlae" and not 0 <= config.dropout_p < 1:
+    if (model == "edlae" or config.learner == "edlae") and not 0 <= config.dropout_p < 1:
         raise ConfigError(f"--dropout_p must be in [0, 1), got {config.dropout_p}")
     if model == "group_dro" and config.groups < 2:
         raise ConfigError(f"--groups must be an integer >= 2, got {config.groups}")

@@ -13,8 +13,11 @@
   `group`; one entry per evaluated user;
 - `model.npz`: W and the item ids (`arm_jax.load_model`), or the low-rank learner's
   factors P and Q and the item ids (`learners.load_learned`); adversarial models also write
-  `adversary.npz` and `adversary_scores.npz` (score of every training user), plus the
-  training files of `arm_jax.training` (`metrics.jsonl`, `checkpoints/`).
+  `adversary.npz` and `adversary_scores.npz` (score of every training user; an
+  item-level adversary has none), the item and user–item adversaries `item_scores.npz`
+  (logit t_i of every item), plus the training files of `arm_jax.training`
+  (`metrics.jsonl`, `checkpoints/`); `results.json` then holds `niche_item_auc` on
+  synthetic data (`analysis.item_auc`).
 """
 
 import functools
@@ -26,7 +29,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import closed_form, configs, ease, group_dro, identity, io, learners, metrics, training
+from arm_jax import (
+    adversarial,
+    closed_form,
+    configs,
+    ease,
+    group_dro,
+    identity,
+    io,
+    learners,
+    metrics,
+    training,
+)
 from arm_jax.data import Split, split_stats
 from arm_jax.errors import ConfigError
 
@@ -241,8 +255,11 @@ def _train_in_workdir(
     w = result.learner
     predict = learners.make_learner(config).predictor("auto")
     seconds = {"train": time.perf_counter() - start}
-    _save_adversary(workdir, result, split)
+    adversary = configs.REGISTRY[model].adversary  # None: group DRO's, per user
+    item_auc = _save_adversary(workdir, result, split, adversary)
     training_info = {"best_epoch": result.best_epoch, "stop_reason": result.stop_reason}
+    if item_auc is not None:
+        training_info["niche_item_auc"] = item_auc
     return w, predict, seconds, training_info
 
 
@@ -290,20 +307,42 @@ def _run_locked(
     return results
 
 
-def _save_adversary(workdir: str, result: training.TrainResult, split: Split) -> None:
-    scores = training.adversary_scores(result, split.train)
-    extra = {} if split.train_groups is None else {"group": split.train_groups}
-    io.savez(
-        os.path.join(workdir, "adversary_scores.npz"),
-        user_ids=np.asarray(split.train_user_ids),
-        score=np.asarray(scores),
-        **extra,
-    )
+def _save_adversary(workdir: str, result: training.TrainResult, split: Split, adversary):
+    """Writes `adversary.npz`, the per-user scores (`adversary_scores.npz`) where the
+    adversary has them, and an item-level adversary's logits (`item_scores.npz`: item_ids,
+    score and, on synthetic data, `group`, the planted region); returns the AUC of those
+    logits for the niche items (`analysis.item_auc`) where the regions are known."""
+    per_user = result.adversary_apply if adversary is None else adversary.per_user()
+    if per_user is not None:
+        scores = adversarial.adversary_scores(per_user, result.adversary, split.train)
+        extra = {} if split.train_groups is None else {"group": split.train_groups}
+        io.savez(
+            os.path.join(workdir, "adversary_scores.npz"),
+            user_ids=np.asarray(split.train_user_ids),
+            score=np.asarray(scores),
+            **extra,
+        )
     leaves = jax.tree_util.tree_leaves_with_path(result.adversary)
     io.savez(
         os.path.join(workdir, "adversary.npz"),
         **{jax.tree_util.keystr(p).strip("[]'\""): np.asarray(v) for p, v in leaves},
     )
+    if adversary is None or adversary.item_scores is None:
+        return None
+    logits = np.asarray(adversary.item_scores(result.adversary))
+    regions = split.item_groups
+    extra = {} if regions is None else {"group": regions}
+    io.savez(
+        os.path.join(workdir, "item_scores.npz"),
+        item_ids=np.asarray(split.item_ids),
+        score=logits,
+        **extra,
+    )
+    if regions is None:
+        return None
+    from arm_jax.analysis import item_auc  # pandas and scipy.stats only where needed
+
+    return item_auc(logits, regions)
 
 
 def divergence(results: dict) -> str | None:

@@ -22,6 +22,11 @@ _COLORS = {
     "cvar_ease": "tab:purple",
     "edlae": "tab:green",
     "group_dro": "tab:brown",
+    "rlarm_edlae": "tab:pink",
+    "item_arm": "tab:cyan",
+    "item_rlarm": "darkcyan",
+    "ui_arm": "khaki",
+    "ui_rlarm": "goldenrod",
 }
 _SETTING_NAMES = {"C": "C", "beta": "β", "B": "B", "learning_rate": "lr", "hidden_dim": "d"}
 _SETTING_NAMES.update(alpha="α", rounds="rounds", dropout_p="p", groups="groups")
@@ -34,6 +39,8 @@ _SETTINGS_OF = {
     "cvar_ease": ("C", "alpha", "rounds"),
     "edlae": ("C", "dropout_p"),
     "group_dro": ("C", "B", "learning_rate", "groups"),
+    "rlarm_edlae": ("C", "B", "learning_rate", "dropout_p"),
+    **dict.fromkeys(("item_arm", "item_rlarm", "ui_arm", "ui_rlarm"), ("C", "B", "learning_rate")),
 }
 
 

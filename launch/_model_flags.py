@@ -30,10 +30,10 @@ PRODUCT = flags.DEFINE_enum("product", None, list(PRODUCTS), "x_u W product.")
 ALPHA = flags.DEFINE_float("alpha", None, "CVaR-EASE: share α in (0, 1] of worst users.")
 ROUNDS = flags.DEFINE_integer("rounds", None, "CVaR-EASE: reweighting rounds (>= 1).")
 CVAR_LOSS = flags.DEFINE_enum("cvar_loss", None, ["squared", "rank"], "CVaR-EASE: user loss.")
-DROPOUT_P = flags.DEFINE_float("dropout_p", None, "EDLAE: dropout probability p in [0, 1).")
+DROPOUT_P = flags.DEFINE_float("dropout_p", None, "EDLAE (model, learner): dropout p in [0, 1).")
 GROUPS = flags.DEFINE_integer("groups", None, "Group DRO: activity-quantile user groups.")
 LEARNER = flags.DEFINE_enum(
-    "learner", None, list(LEARNERS), "Adversarial models' learner: dense W or W = P Qᵀ."
+    "learner", None, list(LEARNERS), "Adversarial models' learner: dense W, W = P Qᵀ or EDLAE."
 )
 RANK = flags.DEFINE_integer("rank", None, "r, rank of --learner=low_rank (P, Q: [n, r]).")
 FLOAT64 = flags.DEFINE_bool("float64", False, "Compute in float64 (sets jax_enable_x64).")
@@ -112,3 +112,6 @@ def _check_used(given: dict) -> None:
         )
     if RANK.value is not None and LEARNER.value != "low_rank":
         raise ConfigError(f"--rank={RANK.value} is for --learner=low_rank; give that too")
+    own = spec.learner or LEARNER.value
+    if DROPOUT_P.value is not None and "dropout_p" not in spec.hyperparameters and own != "edlae":
+        raise ConfigError(f"--dropout_p={DROPOUT_P.value} is for --learner=edlae; give that too")

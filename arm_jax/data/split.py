@@ -49,6 +49,8 @@ class Split:
       train_groups, valid_groups, test_groups: planted group label per user (synthetic
         data only; 0 is the majority).
       group_names: the name of each group label.
+      item_groups: planted region of each item, in column order (synthetic data only;
+        0 is the mainstream, g the niche items of minority g).
       n_duplicates: rows dropped as repeats of an earlier (user, item) pair.
       n_infinite_ratings: rows whose rating is ±inf (before filtering).
       checksums: (file name, SHA-256) of each file the split was read from; None for
@@ -72,6 +74,7 @@ class Split:
     n_duplicates: int = 0
     n_infinite_ratings: int = 0
     checksums: tuple[tuple[str, str], ...] | None = None
+    item_groups: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:

@@ -165,8 +165,9 @@ def make_synthetic(
 
     Returns:
       (interactions, groups): a DataFrame with int columns `user`, `item` (one row per
-      interaction, users in id order) and [n_users] int group labels indexed by user id
-      (0 = majority, k = minority k, names in `GROUP_NAMES`).
+      interaction, users in id order) and `item_region` (the item's planted region: 0
+      mainstream, k the niche items of minority k), and [n_users] int group labels
+      indexed by user id (0 = majority, k = minority k, names in `GROUP_NAMES`).
     """
     # The steps are the helpers above, called in a fixed order: they share one generator.
     rng = np.random.default_rng(seed)
@@ -207,7 +208,8 @@ def make_synthetic(
     )
     users, items = _sample_items(rng, probs, n_u)
     item_labels = rng.permutation(n_items)  # raw ids hide the regions
-    return pd.DataFrame({"user": users, "item": item_labels[items]}), groups
+    frame = pd.DataFrame({"user": users, "item": item_labels[items], "item_region": region[items]})
+    return frame, groups
 
 
 def synthetic_split(*, seed: int = 0, options: SplitOptions | None = None, **kwargs) -> Split:
@@ -243,4 +245,12 @@ def synthetic_split(*, seed: int = 0, options: SplitOptions | None = None, **kwa
         valid_groups=groups[split.valid_user_ids],
         test_groups=groups[split.test_user_ids],
         group_names=names,
+        item_groups=_item_regions_of(frame, split.item_ids),
     )
+
+
+def _item_regions_of(frame: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
+    """The planted region of each raw item id in `item_ids` (the split's columns)."""
+    region = pd.Series(frame["item_region"].to_numpy(), index=frame["item"].to_numpy())
+    region = region[~region.index.duplicated()]
+    return region.loc[np.asarray(item_ids)].to_numpy()
