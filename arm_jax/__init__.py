@@ -13,15 +13,20 @@ The public API, by layer:
   `learner_matrix` (the dense learner's W, with its diagonal masked, from its params
   dict `{"W": W}`);
 - learners: `Learner` (init, scores, loss, …), `DENSE_LEARNER` (the paper's `W: [n, n]`),
-  `LOW_RANK_LEARNER` (`W = P Qᵀ` without its diagonal), `make_learner`,
-  `low_rank_predict`, `load_learned`;
+  `LOW_RANK_LEARNER` (`W = P Qᵀ` without its diagonal), `edlae_learner` (the dense W
+  with EDLAE's dropout loss), `make_learner`, `low_rank_predict`, `load_learned`,
+  `unit_squared_errors` (user, item or entry weights);
+- item-level and user–item adversaries: `ITEM_ADVERSARY`, `USER_ITEM_ADVERSARY`,
+  `entry_arm_objective`, `item_rank_objective`, `entry_rank_objective`,
+  `item_hit_rate`;
 - the training loop in pieces (what `train_adversarial` composes): `epoch_batches`,
   `train_epoch`, `evaluate_learner`, `EarlyStopping`, `Checkpointer` (orbax: latest and
   best state), `MetricWriter` (`metrics.jsonl`);
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
-  `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`; each model's
-  own worst users: `cvar`, `worst_off_table`, `zero_share_table`, `best_rank`.
+  `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`, `item_auc`;
+  each model's own worst users: `cvar`, `worst_off_table`, `zero_share_table`,
+  `best_rank`.
 """
 
 __version__ = "0.2.0"
@@ -57,13 +62,23 @@ from arm_jax.ease import (
 from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.experiment import evaluate_model, run_experiment
 from arm_jax.gda import TrainState, gda_step, init_state, make_step
+from arm_jax.item_adversaries import (
+    ITEM_ADVERSARY,
+    USER_ITEM_ADVERSARY,
+    entry_arm_objective,
+    entry_rank_objective,
+    item_hit_rate,
+    item_rank_objective,
+)
 from arm_jax.learners import (
     DENSE_LEARNER,
     LOW_RANK_LEARNER,
     Learner,
+    edlae_learner,
     load_learned,
     low_rank_predict,
     make_learner,
+    unit_squared_errors,
 )
 from arm_jax.loop import EarlyStopping, epoch_batches, train_epoch
 from arm_jax.metrics import best_rank, evaluate, ndcg_at_k, recall_at_k, summarize
@@ -79,6 +94,7 @@ _LAZY = {
     "loss_by_fold_in": "analysis",
     "overall_table": "analysis",
     "roc_auc": "analysis",
+    "item_auc": "analysis",
     "worst_users_improvement": "analysis",
     "cvar": "worst_off",
     "worst_off_table": "worst_off",
@@ -108,6 +124,15 @@ __all__ = [
     "load_learned",
     "low_rank_predict",
     "make_learner",
+    "edlae_learner",
+    "unit_squared_errors",
+    "ITEM_ADVERSARY",
+    "USER_ITEM_ADVERSARY",
+    "entry_arm_objective",
+    "entry_rank_objective",
+    "item_hit_rate",
+    "item_rank_objective",
+    "item_auc",
     "LINEAR_ADVERSARY",
     "NN_ADVERSARY",
     "Adversary",

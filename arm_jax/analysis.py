@@ -302,6 +302,40 @@ def item_auc(scores: np.ndarray, item_groups: np.ndarray) -> float:
     return roc_auc(scores, np.asarray(item_groups) != 0)
 
 
+def item_auc_table(adversaries: dict[str, dict]) -> pd.DataFrame:
+    """Per item-level adversary: how well its logits pick out the planted niche items.
+
+    Args:
+      adversaries: {model: arrays `score` and `group`, each [n_items]}; models without
+        `group` are skipped.
+
+    Returns:
+      One row per model: n_items, n_niche, auc (`item_auc`), and weight_ratio = mean
+      sigmoid(t) of niche / of mainstream items.
+    """
+    rows = []
+    for model, arrays in adversaries.items():
+        if arrays is None or "group" not in arrays:
+            continue
+        score = np.asarray(arrays["score"], dtype=np.float64)
+        niche = np.asarray(arrays["group"]) != 0
+        weight = scipy.special.expit(score)
+        ratio = float("nan")
+        if niche.any() and (~niche).any():
+            ratio = float(weight[niche].mean() / weight[~niche].mean())
+        rows.append(
+            {
+                "model": model,
+                "label": MODEL_LABELS[model],
+                "n_items": int(score.size),
+                "n_niche": int(niche.sum()),
+                "auc": item_auc(score, arrays["group"]),
+                "weight_ratio": ratio,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def adversary_auc_table(adversaries: dict[str, dict]) -> pd.DataFrame:
     """Per adversarial model: how well its scores pick out planted minority users.
 

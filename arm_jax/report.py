@@ -18,6 +18,7 @@ from arm_jax.analysis import (
     PERCENTS,
     adversary_auc_table,
     group_table,
+    item_auc_table,
     loss_by_fold_in,
     overall_table,
     worst_users_improvement,
@@ -52,6 +53,8 @@ class Analysis:
       worst_off: `worst_off.worst_off_table` (each model's own CVaR_q of NDCG@100).
       zeros: `worst_off.zero_share_table` (share of users with NDCG@100 = 0).
       bootstrap: {"n_boot", "seed"} of the CVaR intervals.
+      item_auc: `item_auc_table` (item-level adversaries vs the planted niche items),
+        None without them.
     """
 
     dataset: str
@@ -67,6 +70,7 @@ class Analysis:
     worst_off: pd.DataFrame | None = None
     zeros: pd.DataFrame | None = None
     bootstrap: dict | None = None
+    item_auc: pd.DataFrame | None = None
     warnings: tuple[str, ...] = ()
 
 
@@ -131,6 +135,7 @@ def analyze(
     ease = per_user["ease"]
     groups = group_table(per_user)
     auc = adversary_auc_table({m: r.adversary for m, r in runs.items() if r.adversary})
+    items = item_auc_table({m: r.item_adversary for m, r in runs.items() if r.item_adversary})
     return Analysis(
         dataset=runs["ease"].dataset,
         split=split,
@@ -151,6 +156,7 @@ def analyze(
         worst_off=worst_off_table(ndcg, percents=cvar_percents, n_boot=n_boot, seed=seed),
         zeros=zero_share_table(ndcg),
         bootstrap={"n_boot": n_boot, "seed": seed},
+        item_auc=items if len(items) else None,
         warnings=_warnings(runs),
     )
 
@@ -228,6 +234,7 @@ def summary(analysis: Analysis) -> dict:
         "worst_users": _records(analysis.worst_users),
         "groups": _records(analysis.groups),
         "adversary_auc": _records(analysis.adversary_auc),
+        "item_auc": _records(analysis.item_auc),
         "worst_off": _records(analysis.worst_off),
         "zeros": _records(analysis.zeros),
         "bootstrap": analysis.bootstrap,
@@ -272,6 +279,9 @@ def summary_markdown(analysis: Analysis) -> str:
     if analysis.adversary_auc is not None:
         text += "\n## Adversary scores vs planted minority (ROC AUC)\n\n"
         text += markdown_table(analysis.adversary_auc.drop(columns=["model"]))
+    if analysis.item_auc is not None:
+        text += "\n## Item adversaries' logits vs planted niche items (ROC AUC)\n\n"
+        text += markdown_table(analysis.item_auc.drop(columns=["model"]))
     return text
 
 
@@ -304,7 +314,8 @@ def write_report(analysis: Analysis, outdir: str) -> list[str]:
       The paths written: table2.{csv,md}, fig1_loss_by_fold_in.{csv,png},
       fig2_worst_users.{csv,png} (no png when EASE is the only model), worst_off.csv and
       zeros.csv (each model's own worst users), groups.{csv,md}
-      and adversary_auc.{csv,md} (planted groups only), summary.md, analysis.json.
+      and adversary_auc.{csv,md} (planted groups only), item_auc.csv (item-level
+      adversaries on planted data), summary.md, analysis.json.
     """
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise DataError(f"{outdir}: exists and is not a folder (--outdir)")
@@ -334,6 +345,8 @@ def write_report(analysis: Analysis, outdir: str) -> list[str]:
     if analysis.adversary_auc is not None:
         _write("adversary_auc.csv", analysis.adversary_auc.to_csv(index=False))
         _write("adversary_auc.md", markdown_table(analysis.adversary_auc))
+    if analysis.item_auc is not None:
+        _write("item_auc.csv", analysis.item_auc.to_csv(index=False))
     figures = {
         "fig1_loss_by_fold_in.png": plots.loss_by_fold_in_figure(
             analysis.loss_by_fold_in, title=_title(analysis, ["ease"]), split=analysis.split

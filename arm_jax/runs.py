@@ -34,6 +34,9 @@ class ModelRun:
       adversary: `user_ids`, `score` (and maybe `group`), each [n_train_users], or None.
       data: config.json's statistics of the split the run used (None if absent).
       stop_reason: why training stopped, from results.json (None for closed forms).
+      item_adversary: an item-level adversary's `item_ids`, `score` (its logits t_i)
+        and maybe `group` (planted region), each [n_items], from `item_scores.npz`, or
+        None.
     """
 
     workdir: str
@@ -44,6 +47,7 @@ class ModelRun:
     adversary: dict | None
     data: dict | None = None
     stop_reason: str | None = None
+    item_adversary: dict | None = None
 
 
 def _load_npz(path: str, required: tuple[str, ...]) -> dict:
@@ -122,6 +126,8 @@ def load_run(workdir: str, *, split: str = "test") -> ModelRun:
     adversary = None
     if os.path.isfile(adversary_path):
         adversary = _load_npz(adversary_path, ("user_ids", "score"))
+    items_path = os.path.join(workdir, "item_scores.npz")
+    items = _load_npz(items_path, ("item_ids", "score")) if os.path.isfile(items_path) else None
     data = config.get("data")
     return ModelRun(
         workdir=workdir,
@@ -132,6 +138,7 @@ def load_run(workdir: str, *, split: str = "test") -> ModelRun:
         adversary=adversary,
         data=data if isinstance(data, dict) else None,
         stop_reason=reason,
+        item_adversary=items,
     )
 
 
