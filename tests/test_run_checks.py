@@ -57,6 +57,7 @@ def test_a_grid_of_bad_hyperparameters_is_refused_or_trains_a_finite_model(tmp_p
         "cvar_ease": {"C": 10**12},
         "edlae": {"C": 10**12, "dropout_p": 0},
         **{m: adversarial for m in configs.ADVERSARIAL_MODELS},
+        "rlarm_edlae": {**adversarial, "dropout_p": 0},  # p = 0 is EASE's loss
     }
     for model in ("ease", "ease_ipw", "cvar_ease", "edlae", "arm", "rlarm_nn"):
         extra = dict(max_epochs=1, batch_size=64) if model in adversarial_models() else {}
