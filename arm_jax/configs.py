@@ -171,8 +171,9 @@ _PAPER = {
 def _new_adversarial(*, C, lr, batch, edlae_c, p) -> dict[str, dict]:
     """R-LARM(EDLAE) and the item / user–item models on a small dataset: R-LARM's C,
     learning rate and batch; R-LARM(EDLAE)'s C twice EDLAE's (its learner's optimum is
-    EDLAE at C/2) and EDLAE's p; B = 1 for the free item logits (B = 100 holds them
-    near 0: their gradients are of the order of one item's loss)."""
+    EDLAE at C/2) and EDLAE's p; B = 1 for the free item logits, not tuned (their
+    gradients are of the order of one item's loss, so B = 100 would hold them at
+    ~1e-3; at B = 1 the shared learning rate bounds them: |t_i| < 0.2 on synthetic)."""
     common = dict(C=C, learning_rate=lr, batch_size=batch)
     out = {"rlarm_edlae": dict(common, C=edlae_c, B=100.0, dropout_p=p)}
     for name in ("item_arm", "item_rlarm", "ui_arm", "ui_rlarm"):
