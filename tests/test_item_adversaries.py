@@ -8,8 +8,9 @@ import numpy as np
 import optax
 import pytest
 import scipy.sparse as sp
+import scipy.stats
 
-from arm_jax import adversarial, configs, gda, learners
+from arm_jax import adversarial, analysis, configs, gda, learners
 from arm_jax import item_adversaries as ia
 from arm_jax.products import densify, make_batch
 
@@ -180,3 +181,17 @@ def test_models_run_in_gda_step(name, product):
     assert np.all(np.diag(np.asarray(state.params["W"])) == 0)
     assert float(metrics["weight_max"]) > float(metrics["weight_min"])
     assert np.isfinite(float(metrics["data_loss"]))
+
+
+def test_item_auc_is_the_mann_whitney_statistic_for_niche_items():
+    rng = np.random.default_rng(11)
+    scores = np.round(rng.normal(size=200), 1)  # ties count one half
+    groups = rng.integers(0, 3, 200)
+    niche, main = scores[groups != 0], scores[groups == 0]
+    u = scipy.stats.mannwhitneyu(niche, main).statistic
+    assert analysis.item_auc(scores, groups) == pytest.approx(u / (niche.size * main.size))
+    table = analysis.item_auc_table({"item_rlarm": {"score": scores, "group": groups}})
+    sig = 1 / (1 + np.exp(-scores))
+    assert table["weight_ratio"].iloc[0] == pytest.approx(
+        sig[groups != 0].mean() / sig[groups == 0].mean()
+    )
