@@ -3,7 +3,7 @@
   python tests/_two_process.py COORDINATOR_ADDRESS PROCESS_ID WORKDIR OUT.npz
 
 Each process has one CPU device; together they train the tiny model of `_mesh_runs`
-with W sharded over both (`items:2`); process 0 writes the learner, adversary and
+with W sharded over both (`items:2`); process 0 writes the learner and
 losses to OUT.npz.
 """
 
@@ -32,5 +32,5 @@ if __name__ == "__main__":
     learner = multihost_utils.process_allgather(result.learner, tiled=True)
     if sharding.is_primary():
         losses = [r["learner_loss"] for r in result.history]
-        np.savez(out, learner=learner, a=np.asarray(result.adversary["a"]), losses=losses)
+        np.savez(out, learner=learner, losses=losses)
     jax.distributed.shutdown()
