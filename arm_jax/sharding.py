@@ -200,6 +200,21 @@ def host_tree(tree):
     return jax.tree_util.tree_map(copy, tree)
 
 
+def gather(tree):
+    """Whole host (NumPy) copies of a pytree's arrays on every process: a device get
+    where this process holds every shard, else an all-gather across the processes
+    (every process must call it). An `[n, n]` W then sits whole in each host's memory."""
+
+    def whole(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree_util.tree_map(whole, tree)
+
+
 def is_primary() -> bool:
     """Whether this process writes the run's files (process 0 of several, or the one)."""
     return jax.process_index() == 0
