@@ -93,6 +93,7 @@ def check_items(mesh: Mesh | None, n_items: int) -> None:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device of `mesh` holds the whole array."""
     return NamedSharding(mesh, P())
 
 
