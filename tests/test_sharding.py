@@ -164,18 +164,3 @@ def test_partial_host_flags_are_refused_before_anything_starts(flags, message):
     with pytest.raises(ConfigError, match=message):
         sharding.distributed_init(*flags)
     assert sharding.check_distributed(None, None, None) is False
-
-
-def test_cli_refuses_a_mesh_of_the_wrong_size_in_one_line_before_writing(tmp_path):
-    work = tmp_path / "run"
-    out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "launch", "train.py"), "--model=rlarm",
-         "--mesh=items:3", f"--workdir={work}", "--nocompilation_cache"],
-        env=_env(tmp_path, 1), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 1
-    assert (
-        out.stderr.strip()
-        == "error: --mesh=items:3 has 3 devices but there are 1 (cpu); give a mesh of 1"
-    )
-    assert not work.exists()
