@@ -22,6 +22,9 @@ The public API, by layer:
 - the training loop in pieces (what `train_adversarial` composes): `epoch_batches`,
   `train_epoch`, `evaluate_learner`, `EarlyStopping`, `Checkpointer` (orbax: latest and
   best state), `MetricWriter` (`metrics.jsonl`);
+- several devices: `make_mesh` (a `users` × `items` mesh for the `mesh=` of
+  `train_adversarial`, `run_experiment`, `init_state`, `make_step`; see
+  `arm_jax.sharding`);
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
   `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`, `item_auc`;
@@ -83,6 +86,7 @@ from arm_jax.learners import (
 from arm_jax.loop import EarlyStopping, epoch_batches, train_epoch
 from arm_jax.metrics import best_rank, evaluate, ndcg_at_k, recall_at_k, summarize
 from arm_jax.products import SparseBatch, make_batch, sparse_matmul
+from arm_jax.sharding import make_mesh
 from arm_jax.training import evaluate_learner, nnz_cap, train_adversarial
 
 # The analysis layer pulls in scipy.stats, pandas and matplotlib (about a second at
@@ -147,6 +151,7 @@ __all__ = [
     "learner_loss",
     "learner_matrix",
     "make_batch",
+    "make_mesh",
     "make_model",
     "make_step",
     "rank_loss",

@@ -44,25 +44,37 @@ def check_old_checkpoints(workdir: str) -> None:
 
 
 def _words(leaf: jax.Array) -> jax.Array:
-    """The leaf's bits as a flat uint32 array."""
+    """The leaf's bits as a uint32 array of its shape."""
     leaf = jnp.asarray(leaf)
     if leaf.dtype == jnp.bool_:
-        return leaf.astype(jnp.uint32).ravel()
+        return leaf.astype(jnp.uint32)
     size = leaf.dtype.itemsize
     if size < 4:
         unsigned = jnp.uint8 if size == 1 else jnp.uint16
-        return jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32).ravel()
-    return jax.lax.bitcast_convert_type(leaf, jnp.uint32).ravel()
+        return jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)
+    return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+
+
+def _flat_index(shape) -> jax.Array:
+    """Each element's row-major position, uint32 (mod 2³²), built per axis: no reshape,
+    so a sharded leaf is summed in its shards, never gathered onto one device."""
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+        index = index + iota * jnp.uint32(stride % 2**32)
+        stride *= shape[axis]
+    return index
 
 
 @jax.jit
 def _leaf_sums(leaves: list) -> list:
     # Σ word·(2i + 1) mod 2³²: one changed word always changes it (odd weights), and the
-    # sums are one pass over the arrays on their device, no host copy.
+    # sums are one pass over the arrays on their device(s), no host copy.
     out = []
     for leaf in leaves:
         words = _words(leaf)
-        weights = 2 * jnp.arange(words.size, dtype=jnp.uint32) + 1
+        weights = 2 * _flat_index(words.shape) + 1
         out.append(jnp.sum(words * weights, dtype=jnp.uint32))
     return out
 

@@ -20,6 +20,7 @@
   synthetic data (`analysis.item_auc`).
 """
 
+import contextlib
 import functools
 import os
 import time
@@ -39,6 +40,7 @@ from arm_jax import (
     io,
     learners,
     metrics,
+    sharding,
     training,
 )
 from arm_jax.data import Split, split_stats
@@ -179,6 +181,7 @@ def run_experiment(
     callback: Callable | None = None,
     extra_config: dict | None = None,
     checkpoint_every: int = training.CHECKPOINT_EVERY,
+    mesh=None,
 ) -> dict:
     """Trains `model` on `split`, evaluates it and writes the workdir (module docstring).
 
@@ -195,6 +198,9 @@ def run_experiment(
         arguments) of an adversarial run.
       extra_config: more settings to record in `config.json` (e.g. data flags).
       checkpoint_every: epochs between an adversarial run's latest checkpoints.
+      mesh: a `sharding.make_mesh` mesh: an adversarial model's learner is trained
+        sharded over it, a closed form's W (solved on one device) is evaluated sharded.
+        With several processes all of them call this; process 0 writes the files.
 
     Returns:
       The content of `results.json`.
@@ -212,12 +218,15 @@ def run_experiment(
     record = {**run_record(split, model, config, seed=seed, dtype=dtype), **(extra_config or {})}
     if model == "group_dro":
         group_dro.check_groups(config.groups, split.train.shape[0])
+    sharding.check_items(mesh, split.train.shape[1])
+    # One lock per run: process 0's (the others write only their checkpoint shards).
+    lock = io.workdir_lock(workdir) if sharding.is_primary() else contextlib.nullcontext()
     try:
-        with io.workdir_lock(workdir):  # refuses a second run into `workdir` at once
+        with lock:  # refuses a second run into `workdir` at once
             check_workdir(workdir, record)
             return _run_locked(
                 split, model, config, workdir, record, seed, dtype, resume, progress, callback,
-                checkpoint_every,
+                checkpoint_every, mesh,
             )  # fmt: skip
     except OSError as e:  # a file in the way, a read-only folder, a full disk
         raise ConfigError(io.os_error_message(e, f"the run's files in {workdir}")) from None
@@ -225,14 +234,15 @@ def run_experiment(
 
 def _train_in_workdir(
     split, model, config, workdir, record, seed, dtype, resume, progress, callback,
-    checkpoint_every, *, start,
+    checkpoint_every, mesh, *, start,
 ):  # fmt: skip
     """An adversarial model trained in `workdir`: (W, predict, seconds, training info)."""
     training.check_config(split, model, config, checkpoint_every=checkpoint_every)
     training.check_workdir(
         split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
     )
-    io.write_json(os.path.join(workdir, "config.json"), record)
+    if sharding.is_primary():
+        io.write_json(os.path.join(workdir, "config.json"), record)
     result = training.train_adversarial(
         split,
         model=model,
@@ -251,6 +261,7 @@ def _train_in_workdir(
             else None
         ),
         checkpoint_every=checkpoint_every,
+        mesh=mesh,
     )
     w = result.learner
     predict = learners.make_learner(config).predictor("auto")
@@ -265,13 +276,13 @@ def _train_in_workdir(
 
 def _run_locked(
     split, model, config, workdir, record, seed, dtype, resume, progress, callback,
-    checkpoint_every,
+    checkpoint_every, mesh,
 ):  # fmt: skip
     start = time.perf_counter()
     if model in configs.ADVERSARIAL_MODELS:
         w, predict, seconds, training_info = _train_in_workdir(
             split, model, config, workdir, record, seed, dtype, resume, progress, callback,
-            checkpoint_every, start=start,
+            checkpoint_every, mesh, start=start,
         )  # fmt: skip
     else:
         w, seconds = fit_closed_form(split, model, config, dtype=dtype)
@@ -281,16 +292,23 @@ def _run_locked(
                 f"{split.dataset} ({split.train.shape[0]} training users); choose other "
                 "hyperparameters (nothing was written)"
             )
-        io.write_json(os.path.join(workdir, "config.json"), record)
+        if sharding.is_primary():
+            io.write_json(os.path.join(workdir, "config.json"), record)
+        w = w if mesh is None else sharding.place_learner(w, mesh)
         predict = None
         training_info = {}
-    learners.save_model(os.path.join(workdir, "model.npz"), w, item_ids=split.item_ids)
+    primary = sharding.is_primary()
+    host_w = sharding.gather(w)  # every process takes part; process 0 writes
+    if primary:
+        learners.save_model(os.path.join(workdir, "model.npz"), host_w, item_ids=split.item_ids)
+    del host_w
 
     eval_start = time.perf_counter()
     summaries = {}
     for part in ("valid", "test"):
         per_user = evaluate_model(w, split, part, predict=predict)
-        io.savez(os.path.join(workdir, f"per_user_{part}.npz"), **per_user)
+        if primary:
+            io.savez(os.path.join(workdir, f"per_user_{part}.npz"), **per_user)
         summaries[part] = metrics.summarize(per_user)
     seconds["evaluate"] = time.perf_counter() - eval_start
     seconds["total"] = time.perf_counter() - start
@@ -303,7 +321,8 @@ def _run_locked(
         "seconds": seconds,
         **training_info,
     }
-    io.write_json(os.path.join(workdir, "results.json"), results)
+    if primary:
+        io.write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
@@ -311,10 +330,15 @@ def _save_adversary(workdir: str, result: training.TrainResult, split: Split, ad
     """Writes `adversary.npz`, the per-user scores (`adversary_scores.npz`) where the
     adversary has them, and an item-level adversary's logits (`item_scores.npz`: item_ids,
     score and, on synthetic data, `group`, the planted region); returns the AUC of those
-    logits for the niche items (`analysis.item_auc`) where the regions are known."""
+    logits for the niche items (`analysis.item_auc`) where the regions are known. Only
+    process 0 writes (the adversary is replicated on every process)."""
     per_user = result.adversary_apply if adversary is None else adversary.per_user()
+    scores = None
     if per_user is not None:
         scores = adversarial.adversary_scores(per_user, result.adversary, split.train)
+    if not sharding.is_primary():
+        return None
+    if scores is not None:
         extra = {} if split.train_groups is None else {"group": split.train_groups}
         io.savez(
             os.path.join(workdir, "adversary_scores.npz"),

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from arm_jax import sharding
 from arm_jax.adversarial import Adversary, Model, Params, adversary_weights
 from arm_jax.learners import DENSE_LEARNER, Learner, zero_diagonal
 from arm_jax.products import SparseBatch, densify, resolve_product
@@ -71,6 +72,7 @@ def init_state(
     product: str | None = None,
     learner: Learner = DENSE_LEARNER,
     x=None,
+    mesh=None,
 ) -> TrainState:
     """A fresh `TrainState`: the learner's `init` (or the dense `W0`) and the adversary's.
 
@@ -85,26 +87,39 @@ def init_state(
         learner's scratch is made for it (the dense learner's sparse-path buffer).
       learner: the learner (default the dense W).
       x: `[m, n]` CSR training rows for the learner's warm start, or None.
+      mesh: a `sharding.make_mesh` mesh, or None for one device: the state is laid out
+        by `sharding.state_shardings` (a random start is created in shards; a warm
+        start or `W0` is built whole on the host and device, then placed).
     """
-    k_w, k_a = jax.random.split(key)
-    if W0 is None:
-        params = learner.init(k_w, n_items, config, dtype=dtype, x=x)
-    else:
-        params = {"W": zero_diagonal(jnp.asarray(W0, dtype))}
-    adversary_params = adversary.init(k_a, n_items, config)
     optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
     adversary_optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
-    scratch = learner.scratch(params, product or config.product) if learner.scratch else None
-    return TrainState(
-        params=params,
-        adversary_params=adversary_params,
-        opt_state=jax.jit(optimizer.init)(params),
-        adversary_opt_state=adversary_optimizer.init(adversary_params),
-        step=jnp.zeros((), jnp.int32),
-        learner_scratch=scratch,
-        optimizer=optimizer,
-        adversary_optimizer=adversary_optimizer,
-    )
+
+    def arrays(key):
+        k_w, k_a = jax.random.split(key)
+        if W0 is None:
+            params = learner.init(k_w, n_items, config, dtype=dtype, x=x)
+        else:
+            params = {"W": zero_diagonal(jnp.asarray(W0, dtype))}
+        adversary_params = adversary.init(k_a, n_items, config)
+        scratch = learner.scratch(params, product or config.product) if learner.scratch else None
+        return dict(
+            params=params,
+            adversary_params=adversary_params,
+            opt_state=jax.jit(optimizer.init)(params),
+            adversary_opt_state=adversary_optimizer.init(adversary_params),
+            step=jnp.zeros((), jnp.int32),
+            learner_scratch=scratch,
+        )
+
+    if mesh is None:
+        fields = arrays(key)
+    elif W0 is None and x is None:
+        layout = functools.partial(sharding.field_shardings, mesh)
+        fields = sharding.build_sharded(arrays, layout, key)
+    else:
+        fields = arrays(key)
+        fields = sharding.put(fields, sharding.field_shardings(mesh, fields))
+    return TrainState(**fields, optimizer=optimizer, adversary_optimizer=adversary_optimizer)
 
 
 def _weight_stats(w: jax.Array) -> dict[str, jax.Array]:
@@ -205,7 +220,7 @@ def gda_step(
     # A fused update on the sparse product needs no dense x: it is built only for an
     # objective that reads it (the compiler drops it otherwise).
     fused = model.learner.update is not None
-    x = None if fused and product == "sparse" else densify(batch, dtype)
+    x = None if fused and product == "sparse" else sharding.constrain_batch(densify(batch, dtype))
     loss, params, opt_state, scratch = _descend(
         state, batch, x, weights, learner=model.learner, C=C, product=product
     )
@@ -237,7 +252,7 @@ def gda_step(
     return new_state, metrics
 
 
-def make_step(model: Model, config, *, warmup_steps: int, product: str | None = None):
+def make_step(model: Model, config, *, warmup_steps: int, product: str | None = None, mesh=None):
     """`gda_step` with the model and hyperparameters bound, jitted, state donated.
 
     Args:
@@ -245,6 +260,8 @@ def make_step(model: Model, config, *, warmup_steps: int, product: str | None = 
       config: a `ModelConfig` (C, B and product are read).
       warmup_steps: learner-only steps before the adversary moves.
       product: overrides `config.product`.
+      mesh: a `sharding.make_mesh` mesh, or None for one device: the state's shardings
+        in and out (`sharding.jit_step`), collectives placed by XLA.
 
     Returns:
       `step(state, batch, key) -> (state, metrics)`; one compilation per batch shape
@@ -258,4 +275,6 @@ def make_step(model: Model, config, *, warmup_steps: int, product: str | None = 
         product=resolve_product(product or config.product),
         warmup_steps=warmup_steps,
     )
+    if mesh is not None:
+        return sharding.jit_step(step, mesh)
     return jax.jit(step, donate_argnums=0)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from arm_jax import adversarial, checkpoints, gda, identity, io, learners, metrics
+from arm_jax import adversarial, checkpoints, gda, identity, io, learners, metrics, sharding
 from arm_jax.configs import ADVERSARIAL_MODELS, ModelConfig, config_record
 from arm_jax.data import Split, split_stats
 from arm_jax.errors import ConfigError
@@ -139,7 +139,7 @@ def evaluate_learner(
     return {f"valid_{k}": summary[k] for k in metrics.METRICS}
 
 
-def _init_state(key, x, spec, config, *, dtype, warm_start: bool) -> gda.TrainState:
+def _init_state(key, x, spec, config, *, dtype, warm_start: bool, mesh) -> gda.TrainState:
     # The learner's warm start reads the training rows (the dense one: EASE at C/2).
     return gda.init_state(
         key,
@@ -149,6 +149,7 @@ def _init_state(key, x, spec, config, *, dtype, warm_start: bool) -> gda.TrainSt
         dtype=dtype,
         learner=spec.learner,
         x=x if warm_start else None,
+        mesh=mesh,
     )
 
 
@@ -165,7 +166,7 @@ def _state_tree(state: gda.TrainState) -> dict:
 
 def _best_tree(learner, state: gda.TrainState) -> dict:
     # Host copies: the next step donates the state.
-    return jax.device_get({"learner": learner, "adversary": state.adversary_params})
+    return sharding.host_tree({"learner": learner, "adversary": state.adversary_params})
 
 
 def _call(callback: Callable | None, record: dict, state) -> None:
@@ -255,22 +256,23 @@ def _open_workdir(stack, workdir, k, state, loop, config, learner, *, resuming):
     """The workdir's checkpointer and metric writer, the state and loop resumed if asked."""
     os.makedirs(workdir, exist_ok=True)
     ckpt = stack.enter_context(checkpoints.Checkpointer(workdir, checkpoint_every=k))
-    writer = checkpoints.MetricWriter(workdir)
+    writer = checkpoints.MetricWriter(workdir) if sharding.is_primary() else None
     if resuming:
         state, loop = _resume(ckpt, state, config, learner)
     else:
         ckpt.start_from(0, 0)
-    writer.reset(loop.history)
+    if writer:
+        writer.reset(loop.history)
     return ckpt, writer, state, loop
 
 
-def _result(loop, state, spec, config, stop_reason) -> TrainResult:
+def _result(loop, state, spec, config, stop_reason, mesh) -> TrainResult:
     """The `TrainResult` of a finished loop: its best learner and adversary."""
     if loop.best is None:  # diverged before the first evaluation: keep what there is
         loop.best = _best_tree(learner_of(state, spec.learner), state)
     s = loop.stopping
     return TrainResult(
-        learner=jax.tree_util.tree_map(jnp.asarray, loop.best["learner"]),
+        learner=sharding.place_learner(loop.best["learner"], mesh),
         learner_predict=spec.learner.predictor(config.product),
         adversary=jax.tree_util.tree_map(jnp.asarray, loop.best["adversary"]),
         adversary_apply=spec.adversary.apply,
@@ -294,6 +296,7 @@ def train_adversarial(
     dtype=jnp.float32,
     adversarial_model: adversarial.Model | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
+    mesh=None,
 ) -> TrainResult:
     """Trains ARM / R-LARM / R-LARM(NN) with early stopping on validation NDCG@100.
 
@@ -317,6 +320,7 @@ def train_adversarial(
         by default the paper's `model` with the learner `config.learner` names.
       checkpoint_every: write the latest checkpoint every this many epochs (and at the
         last); the best one is written whenever validation NDCG@100 improves.
+      mesh: a `sharding.make_mesh` mesh to shard the learner over, or None (one device).
 
     Returns:
       A `TrainResult` with the best learner (exported, e.g. `[n, n]`) and adversary.
@@ -328,6 +332,7 @@ def train_adversarial(
     # Over 60 lines only for its 12 documented options: the work is in `_run_epochs`,
     # `_open_workdir` and `_result`, the loop's pieces in `loop` and `checkpoints`.
     check_config(split, model, config, checkpoint_every=checkpoint_every)
+    sharding.check_items(mesh, split.train.shape[1])
     k = int(checkpoint_every)
     spec = adversarial_model or adversarial.make_model(model, learners.make_learner(config))
     x = split.train.tocsr().astype(np.float32)
@@ -336,9 +341,10 @@ def train_adversarial(
     )
     init_key, step_root = jax.random.split(jax.random.PRNGKey(seed))
     warm_start = config.warm_start and not resuming
-    state = _init_state(init_key, x, spec, config, dtype=dtype, warm_start=warm_start)
+    state = _init_state(init_key, x, spec, config, dtype=dtype, warm_start=warm_start, mesh=mesh)
     steps_per_epoch = x.shape[0] // config.batch_size
-    step_fn = gda.make_step(spec, config, warmup_steps=config.warmup_epochs * steps_per_epoch)
+    warmup = config.warmup_epochs * steps_per_epoch
+    step_fn = gda.make_step(spec, config, warmup_steps=warmup, mesh=mesh)
     loop = _Loop(0, EarlyStopping(config.patience), [], nnz_cap(x, config.batch_size))
     fingerprint = _fingerprint(split, model, config, seed, dtype)
     with contextlib.ExitStack() as stack:
@@ -355,7 +361,7 @@ def train_adversarial(
             step_root=step_root, ckpt=ckpt, writer=writer, fingerprint=fingerprint,
             progress=progress, callback=callback,
         )  # fmt: skip
-    return _result(loop, state, spec, config, stop_reason)
+    return _result(loop, state, spec, config, stop_reason, mesh)
 
 
 def _run_epochs(

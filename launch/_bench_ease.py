@@ -22,6 +22,7 @@ from arm_jax import ease, metrics
 SHAPES = {  # (users, items, nonzeros) of the paper's training matrices
     "ml-20m-shape": (116_677, 20_108, 8_000_000),
     "msd-shape": (471_355, 41_140, 26_000_000),
+    "items-4000-shape": (20_000, 4_000, 200_000),  # small: the mesh's memory per device
 }
 
 

@@ -13,6 +13,7 @@ where a step's time goes.
   python launch/_bench_train.py amazon-book-shape sparse,dense 5   # standalone
 """
 
+import contextlib
 import dataclasses
 import functools
 import resource
@@ -24,7 +25,7 @@ import numpy as np
 import optax
 import scipy.sparse as sp
 
-from arm_jax import adversarial, configs, gda, loop
+from arm_jax import adversarial, configs, gda, loop, sharding
 from arm_jax.products import batch_product, densify, make_batch, resolve_product
 
 SHAPES = {  # (users, items, nonzeros) of the training matrices
@@ -41,7 +42,43 @@ def _peak_memory_gib() -> dict:
     return {"peak_device_gib": None if peak is None else peak / 2**30, "peak_host_gib": host}
 
 
-def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, model="rlarm"):
+def _per_device_bytes(state) -> dict:
+    """Bytes of the train state on each device, from its arrays' shards: the layout's
+    figure where a device has no `memory_stats()` (CPUs)."""
+    held = {}
+    for leaf in jax.tree_util.tree_leaves(state):
+        for shard in leaf.addressable_shards:
+            held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
+    return {"state_bytes_per_device": max(held.values()), "devices_holding": len(held)}
+
+
+def _step_memory(spec, config, state, batch, mesh) -> dict:
+    """The compiled step's own account of one device's memory (XLA's memory analysis:
+    arguments, outputs, temporaries), with or without a mesh."""
+    step = functools.partial(
+        gda.gda_step, model=spec, C=config.C, B=config.B,
+        product=resolve_product(config.product), warmup_steps=0,
+    )  # fmt: skip
+    if mesh is None:
+        jitted = jax.jit(step, donate_argnums=0)
+    else:
+        s, rep = sharding.state_shardings(mesh, state), sharding.replicated(mesh)
+        jitted = jax.jit(step, donate_argnums=0, in_shardings=(s, rep, rep), out_shardings=(s, rep))
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        stats = jitted.lower(state, batch, jax.random.PRNGKey(0)).compile().memory_analysis()
+    if stats is None:
+        return {}
+    return {
+        "step_argument_bytes": stats.argument_size_in_bytes,
+        "step_temp_bytes": stats.temp_size_in_bytes,
+        "step_output_bytes": stats.output_size_in_bytes,
+        "step_alias_bytes": stats.alias_size_in_bytes,
+    }
+
+
+def time_steps(
+    x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, model="rlarm", mesh=None
+):
     """Compiles then times `steps` gda steps, then as many descent-only steps (the
     adversary held: `learner_step_s`; the difference is the ascent); returns seconds.
 
@@ -52,11 +89,16 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
     config = configs.model_config("ml-20m", model, batch_size=batch_size, product=product)
     spec = adversarial.make_model(model)
     start = time.perf_counter()
-    state = gda.init_state(jax.random.PRNGKey(0), n, adversary=spec.adversary, config=config)
+    state = gda.init_state(
+        jax.random.PRNGKey(0), n, adversary=spec.adversary, config=config, mesh=mesh
+    )
     jax.block_until_ready(state)
     init_s = time.perf_counter() - start
-    count = min(steps, m // batch_size)
+    memory = _per_device_bytes(state)
     cap = loop.nnz_cap(x, batch_size)
+    batch = next(iter(loop.epoch_batches(x, seed=0, epoch=0, batch_size=batch_size, nnz_cap=cap)))
+    memory.update(_step_memory(spec, config, state, batch, mesh))
+    count = min(steps, m // batch_size)
 
     def epoch(step, state, e, k):
         batches = loop.epoch_batches(x, seed=0, epoch=e, batch_size=batch_size, nnz_cap=cap)
@@ -66,11 +108,11 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
         root = jax.random.PRNGKey(1)
         return loop.train_epoch(step, state, batches, step_root=root, epoch=e, C=config.C)
 
-    step = gda.make_step(spec, config, warmup_steps=0)
+    step = gda.make_step(spec, config, warmup_steps=0, mesh=mesh)
     state, first = epoch(step, state, 0, 1)  # compiles
     state, timed = epoch(step, state, 1, count)
     # The same steps with the adversary held (descent only): the rest is the ascent.
-    learner_step = gda.make_step(spec, config, warmup_steps=2**30)
+    learner_step = gda.make_step(spec, config, warmup_steps=2**30, mesh=mesh)
     state, _ = epoch(learner_step, state, 2, 1)  # compiles
     state, learner = epoch(learner_step, state, 3, count)
     del state
@@ -84,6 +126,7 @@ def time_steps(x: sp.csr_matrix, *, product: str, steps: int, batch_size: int, m
         "steps_per_epoch": m // batch_size,
         "timed_steps": count,
         "finite": bool(np.isfinite(timed["data_loss"])),
+        **memory,
     }
 
 
@@ -155,6 +198,7 @@ def run_train_benchmark(
     batch_size: int | None = None,
     model: str = "rlarm",
     parts: bool = False,
+    mesh=None,
 ) -> dict:
     """Times R-LARM epochs with each product side by side on the training matrix `x`.
 
@@ -167,6 +211,8 @@ def run_train_benchmark(
       batch_size: users per batch; None: 8192 for m ≥ 200k (MSD) else 1024.
       model: "rlarm", "rlarm_nn" or "arm".
       parts: also time a step's parts (`time_parts`), after the peak memory is read.
+      mesh: a `sharding.make_mesh` mesh to shard the state over (the step's memory per
+        device is then XLA's per-device account), or None.
 
     Returns:
       One flat dict: `{product}_step_s`, `{product}_epoch_s_extrapolated`, ... per
@@ -176,8 +222,9 @@ def run_train_benchmark(
     b = batch_size or (8192 if m >= 200_000 else 1024)
     row = {"data": name, "users": m, "items": n, "nnz": int(x.nnz), "batch_size": b}
     row.update(backend=jax.default_backend(), model=model, auto=resolve_product("auto"))
+    row.update(mesh=None if mesh is None else dict(mesh.shape), devices=jax.device_count())
     for product in products:
-        out = time_steps(x, product=product, steps=steps, batch_size=b, model=model)
+        out = time_steps(x, product=product, steps=steps, batch_size=b, model=model, mesh=mesh)
         row.update({f"{product}_{k}": v for k, v in out.items()})
         row.update({f"{product}_{k}": v for k, v in _peak_memory_gib().items()})
         if parts:

@@ -3,6 +3,8 @@ r"""Speed benchmarks (timings live here, never in tests).
   python launch/benchmark.py --what=ease --data=amazon-book      # CPU, NumPy baseline too
   python launch/benchmark.py --what=ease --data=ml-20m-shape,msd-shape --nobaseline  # GPU
   python launch/benchmark.py --what=train --data=amazon-book      # R-LARM epochs
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python launch/benchmark.py \
+      --what=train --data=items-4000-shape --products=sparse --mesh=items:8  # per device
 
 --data takes real folders under $ARM_JAX_TEST_DATA (amazon-book, gowalla: merged and
 re-split with the strong-generalization split) or synthetic matrices of the paper's
@@ -14,6 +16,7 @@ import os
 
 import _bench_ease
 import _cli
+import _mesh_flags
 import jax
 from absl import flags
 
@@ -56,6 +59,9 @@ def _emit(row: dict, rows: list) -> None:
 
 def main(argv):
     del argv
+    mesh = _mesh_flags.setup_mesh()
+    if mesh is not None and WHAT.value != "train":
+        raise ArmJaxError("--mesh is for --what=train")
     rows = []
     for name in DATA.value:
         x, eval_data = _case(name)
@@ -64,6 +70,7 @@ def main(argv):
 
             _emit(_bench_train.run_train_benchmark(
                 name, x, products=PRODUCTS.value, steps=STEPS.value, parts=PARTS.value,
+                mesh=mesh,
             ), rows)  # fmt: skip
             continue
         for i, gram in enumerate(GRAM.value):  # the baseline with the first method only

@@ -12,6 +12,7 @@ import sys
 
 import _cli
 import _data_flags
+import _mesh_flags
 import _model_flags
 from absl import app, flags, logging
 
@@ -29,6 +30,7 @@ CHECKPOINT_EVERY = flags.DEFINE_integer(
 flags.adopt_module_key_flags(_data_flags)  # --help lists them
 flags.adopt_module_key_flags(_cli)
 flags.adopt_module_key_flags(_model_flags)
+flags.adopt_module_key_flags(_mesh_flags)
 
 
 def _log_epoch(record: dict) -> None:
@@ -49,6 +51,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     model = _model_flags.check_model()
+    mesh = _mesh_flags.setup_mesh()  # first to touch the devices (jax.distributed)
     dtype = _model_flags.setup_precision()
     _model_flags.model_config_from_flags(_data_flags.DATASET.value)  # refused before reading
     split = _data_flags.load_split_from_flags()
@@ -70,6 +73,7 @@ def main(argv):
         callback=_log_epoch,
         checkpoint_every=CHECKPOINT_EVERY.value,
         extra_config={"flags": _given_flags()},
+        mesh=mesh,
     )
     print(experiment.results_table(results))
     print(f"wrote {workdir}")
