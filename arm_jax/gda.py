@@ -28,8 +28,8 @@ class TrainState:
       adversary_params: the adversary's parameters.
       opt_state, adversary_opt_state: optax states of the two optimizers.
       step: int32 scalar, steps taken so far.
-      learner_scratch: the learner's per-step scratch (`Learner.scratch`: the dense
-        learner's `[n, n]` gradient buffer on the sparse product), or None; not saved.
+      learner_scratch: the learner's per-step scratch (`Learner.scratch`), or None (the
+        dense learner keeps none: its sparse step has no `[n, n]` buffer); not saved.
       optimizer, adversary_optimizer: optax transformations (static).
     """
 
@@ -82,7 +82,7 @@ def init_state(
       W0: `[n, n]` starting dense learner (its diagonal is zeroed), e.g. EASE, or None.
       dtype: dtype of the learner's parameters.
       product: the product the steps will use (default `config.product`); the
-        learner's scratch is made for it (the dense learner's sparse-path buffer).
+        learner's scratch, if it keeps one, is made for it.
       learner: the learner (default the dense W).
       x: `[m, n]` CSR training rows for the learner's warm start, or None.
     """

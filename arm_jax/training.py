@@ -122,8 +122,9 @@ def _finite(record: dict) -> bool:
 
 
 def learner_of(state: gda.TrainState, learner: Learner = DENSE_LEARNER) -> Any:
-    """The learner to evaluate and keep (`learner.export`): e.g. `[n, n]` W with its
-    diagonal masked."""
+    """The learner to evaluate and keep (`learner.export`): e.g. the `[n, n]` W (its
+    diagonal is 0). It may be the state's own array (the dense W): copy it to keep it
+    past the next step, which donates the state."""
     return learner.export(state.params)
 
 
@@ -164,8 +165,9 @@ def _state_tree(state: gda.TrainState) -> dict:
 
 
 def _best_tree(learner, state: gda.TrainState) -> dict:
-    # Host copies: the next step donates the state.
-    return jax.device_get({"learner": learner, "adversary": state.adversary_params})
+    # Host copies (np.array copies; a view would hold buffers the next step donates).
+    tree = {"learner": learner, "adversary": state.adversary_params}
+    return jax.tree_util.tree_map(np.array, tree)
 
 
 def _call(callback: Callable | None, record: dict, state) -> None:
@@ -217,7 +219,7 @@ class _Loop:
     stopping: EarlyStopping
     history: list
     nnz_cap: int
-    best: Any = None  # host copy of the best learner and adversary
+    best: Any = None  # host copy of the best learner and adversary (no workdir)
 
     def meta(self, fingerprint: dict, seed: int) -> dict:
         s = self.stopping
@@ -244,10 +246,7 @@ def _resume(ckpt: checkpoints.Checkpointer, state, config: ModelConfig, learner:
         bad_epochs=meta["bad_epochs"],
     )
     loop = _Loop(meta["epoch"], stopping, meta["history"], meta["nnz_cap"])
-    if stopping.best_epoch:
-        like = _best_tree(jax.eval_shape(learner.export, state.params), state)
-        loop.best = ckpt.restore_best(stopping.best_epoch, like)
-    ckpt.start_from(loop.epoch, stopping.best_epoch)
+    ckpt.start_from(loop.epoch, stopping.best_epoch)  # the best stays on disk till the end
     return state, loop
 
 
@@ -355,6 +354,13 @@ def train_adversarial(
             step_root=step_root, ckpt=ckpt, writer=writer, fingerprint=fingerprint,
             progress=progress, callback=callback,
         )  # fmt: skip
+        if ckpt and loop.best is None and loop.stopping.best_epoch:
+            like = {
+                "learner": jax.eval_shape(spec.learner.export, state.params),
+                "adversary": state.adversary_params,
+            }
+            state = None  # frees W and its moments before the best is read back
+            loop.best = ckpt.restore_best(loop.stopping.best_epoch, like)
     return _result(loop, state, spec, config, stop_reason)
 
 
@@ -391,9 +397,15 @@ def _run_epochs(
         record["valid_seconds"] = time.perf_counter() - valid_start
         loop.stopping = loop.stopping.update(record["valid_ndcg@100"], epoch=loop.epoch)
         if loop.stopping.has_improved:
-            loop.best = _best_tree(exported, state)
+            # With a workdir the best is kept on disk only, written from the device
+            # arrays: a host copy of a large W would not fit beside the train state.
+            loop.best = None
             if ckpt:
-                ckpt.save_best(loop.epoch, loop.best)
+                ckpt.save_best(
+                    loop.epoch, {"learner": exported, "adversary": state.adversary_params}
+                )
+            else:
+                loop.best = _best_tree(exported, state)
         del exported
         record.update(best_epoch=loop.stopping.best_epoch, seconds=time.perf_counter() - start)
         loop.history.append(record)
