@@ -55,16 +55,36 @@ def _words(leaf: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(leaf, jnp.uint32).ravel()
 
 
+_DEVICE_BLOCK = 2**20
+"""Elements per block of the device sum: a whole-leaf product would be materialised
+(an `[n, n]` temporary per leaf)."""
+
+
+def _leaf_sum(leaf: jax.Array) -> jax.Array:
+    """Σ word·(2i + 1) mod 2³² over the leaf's words in order, blocks of rows at a time."""
+    rows = leaf.reshape(-1, leaf.shape[-1]) if leaf.ndim > 1 else leaf.reshape(1, -1)
+    r, k = rows.shape
+    size = max(1, min(r, _DEVICE_BLOCK // max(k, 1)))
+
+    def block(start, count):
+        words = _words(jax.lax.dynamic_slice_in_dim(rows, start, count, 0)).reshape(count, k)
+        index = jnp.arange(count * k, dtype=jnp.uint32).reshape(count, k)
+        index = index + jnp.asarray(start, jnp.uint32) * jnp.uint32(k)
+        return jnp.sum(words * (2 * index + 1), dtype=jnp.uint32)
+
+    total = jax.lax.fori_loop(
+        0, r // size, lambda b, acc: acc + block(b * size, size), jnp.zeros((), jnp.uint32)
+    )
+    if r % size:
+        total = total + block(r // size * size, r % size)
+    return total
+
+
 @jax.jit
 def _device_sums(leaves: list) -> list:
-    # Σ word·(2i + 1) mod 2³²: one changed word always changes it (odd weights); one
-    # fused pass over the arrays where they are, no copy.
-    out = []
-    for leaf in leaves:
-        words = _words(leaf)
-        weights = 2 * jnp.arange(words.size, dtype=jnp.uint32) + 1
-        out.append(jnp.sum(words * weights, dtype=jnp.uint32))
-    return out
+    # One changed word always changes the sum (odd weights); the leaves are read where
+    # they are, never copied.
+    return [_leaf_sum(leaf) for leaf in leaves]
 
 
 _HOST_CHUNK = 2**22

@@ -78,7 +78,8 @@ def init_state(
       key: PRNG key of the initialisation.
       n_items: n.
       adversary: the adversary's (init, apply).
-      config: a `ModelConfig` (learning_rate, adam_eps, hidden_dim, rank are read).
+      config: a `ModelConfig` (learning_rate, adversary_learning_rate, adam_eps,
+        hidden_dim, rank are read).
       W0: `[n, n]` starting dense learner (its diagonal is zeroed), e.g. EASE, or None.
       dtype: dtype of the learner's parameters.
       product: the product the steps will use (default `config.product`); the
@@ -93,7 +94,9 @@ def init_state(
         params = {"W": zero_diagonal(jnp.asarray(W0, dtype))}
     adversary_params = adversary.init(k_a, n_items, config)
     optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
-    adversary_optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
+    # The paper's one step size unless the config gives the adversary its own.
+    adversary_lr = getattr(config, "adversary_learning_rate", None) or config.learning_rate
+    adversary_optimizer = keras_adam(adversary_lr, eps=config.adam_eps)
     scratch = learner.scratch(params, product or config.product) if learner.scratch else None
     return TrainState(
         params=params,

@@ -223,24 +223,25 @@ def _step_rows(runs, optimizer, C, start, size, carry):
         cur = cur + jax.lax.dynamic_slice_in_dim(residual, rows[e], 1, 0) * vals[e]
         return jax.lax.dynamic_update_slice_in_dim(data, cur, at, 0)
 
-    def adam(with_data, block, block_state):
+    take = functools.partial(jax.lax.dynamic_slice_in_dim, start_index=start, slice_size=size)
+
+    def adam(with_data, W, opt_state):
         data = jnp.zeros((size, n), W.dtype)
         if with_data:
             data = jax.lax.fori_loop(lo, hi, add, data)
         own = start + jnp.arange(size)[:, None] == jnp.arange(n)[None, :]
+        block = take(W)
         grads = {"W": jnp.where(own, 0.0, data) + C * block}
-        updates, block_state = optimizer.update(grads, block_state, {"W": block})
+        updates, block_state = optimizer.update(
+            grads, _on_moments(W.shape, take, opt_state), {"W": block}
+        )
         return jnp.where(own, 0.0, optax.apply_updates({"W": block}, updates)["W"]), block_state
 
-    take = functools.partial(jax.lax.dynamic_slice_in_dim, start_index=start, slice_size=size)
-    # A branch also keeps the block's rows as arrays of their own: read from the whole
-    # W and moments inside the writes below (fused), they made XLA copy all three.
+    # A branch (the block has entries or not) reads the whole arrays and returns the new
+    # rows as arrays of their own; fused into the writes below, the reads made XLA copy
+    # W and both moments.
     block, block_state = jax.lax.cond(
-        hi > lo,
-        functools.partial(adam, True),
-        functools.partial(adam, False),
-        take(W),
-        _on_moments(W.shape, take, opt_state),
+        hi > lo, functools.partial(adam, True), functools.partial(adam, False), W, opt_state
     )
     put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=0)
     return put(W, block), _on_moments(W.shape, put, opt_state, block_state)

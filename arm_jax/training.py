@@ -246,7 +246,10 @@ def _resume(ckpt: checkpoints.Checkpointer, state, config: ModelConfig, learner:
         bad_epochs=meta["bad_epochs"],
     )
     loop = _Loop(meta["epoch"], stopping, meta["history"], meta["nnz_cap"])
-    ckpt.start_from(loop.epoch, stopping.best_epoch)  # the best stays on disk till the end
+    if stopping.best_epoch:  # read to check it now; it stays on disk till the end
+        like = {"learner": jax.eval_shape(learner.export, state.params)}
+        ckpt.restore_best(stopping.best_epoch, {**like, "adversary": state.adversary_params})
+    ckpt.start_from(loop.epoch, stopping.best_epoch)
     return state, loop
 
 
