@@ -13,7 +13,9 @@ from arm_jax.errors import ConfigError
 from arm_jax.products import make_batch
 
 
-@pytest.mark.parametrize("dataset", ["ml-20m", "netflix", "msd", "synthetic", "ml-100k", "ml-latest-small"])
+@pytest.mark.parametrize(
+    "dataset", ["ml-20m", "netflix", "msd", "synthetic", "ml-100k", "ml-latest-small"]
+)
 def test_datasets_with_their_own_defaults_are_unchanged(dataset):
     for model in configs.MODELS:
         config = configs.model_config(dataset, model, n_train_users=500)
