@@ -202,8 +202,9 @@ def _sparse_update(params, opt_state, batch, weights, optimizer, C):
     if n % size:  # the last rows, a block of their own size
         W_new, state = step(blocks * size, n % size, (W_new, state))
     # The optimizer's other leaves (its step count) advance once, as in one update.
-    row = {"W": W[:1]}
-    _, counted = optimizer.update(row, _on_moments(W.shape, lambda m: m[:1], opt_state), row)
+    row = {"W": jnp.zeros((1, n), W.dtype)}  # (no read of W or its moments)
+    zeros = _on_moments(W.shape, lambda m: jnp.zeros((1, n), m.dtype), opt_state)
+    _, counted = optimizer.update(row, zeros, row)
     state = jax.tree_util.tree_map(
         lambda full, once: full if jnp.shape(full) == W.shape else once, state, counted
     )

@@ -32,7 +32,7 @@ def test_own_data_rule(dataset):
     rlarm = configs.model_config(dataset, "rlarm", n_train_users=983)
     assert rlarm.warm_start and rlarm.C == 2 * ease.C  # starts at the EASE model
     assert rlarm.batch_size == 64 and rlarm.adversary_learning_rate == 1e-3
-    assert rlarm.learning_rate == 5e-5 and rlarm.B == 2000.0  # ML-20M's otherwise
+    assert rlarm.learning_rate == 5e-5 and rlarm.B == 100.0
     assert configs.model_config(dataset, "rlarm", n_train_users=10**6).batch_size == 1024
     assert configs.model_config(dataset, "rlarm", n_train_users=20).batch_size == 8
     given = configs.model_config(dataset, "rlarm", n_train_users=983, batch_size=100)
