@@ -28,8 +28,9 @@ class TrainState:
       adversary_params: the adversary's parameters.
       opt_state, adversary_opt_state: optax states of the two optimizers.
       step: int32 scalar, steps taken so far.
-      learner_scratch: the learner's per-step scratch (`Learner.scratch`), or None (the
-        dense learner keeps none: its sparse step has no `[n, n]` buffer); not saved.
+      learner_scratch: the learner's per-step scratch (`Learner.scratch`: the dense
+        learner's `[n, n]` gradient buffer on the sparse product, up to
+        `learners.BUFFER_MAX_ITEMS` items), or None; not saved.
       optimizer, adversary_optimizer: optax transformations (static).
     """
 

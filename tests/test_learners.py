@@ -44,9 +44,10 @@ def _keras_adam_np(W, mu, nu, g, t, *, lr, eps, b1=0.9, b2=0.999):
     return W - lr * np.sqrt(1 - b2**t) / (1 - b1**t) * mu / (np.sqrt(nu) + eps), mu, nu
 
 
-@pytest.mark.parametrize("block", [None, 7 * 23])  # one block; blocks of 7 rows and a tail
+# One block; blocks of 7 rows and a tail; the [n, n] gradient buffer of small n.
+@pytest.mark.parametrize("block", [None, 7 * 23, "buffer"])
 def test_dense_sparse_step_is_adam_on_the_loss_gradient(monkeypatch, block):
-    if block:
+    if isinstance(block, int):
         monkeypatch.setattr(learners, "_BLOCK_ELEMENTS", block)
     rng = np.random.default_rng(8)
     m, n, b, C, lr = 40, 23, 12, 0.3, 1e-2
@@ -56,9 +57,10 @@ def test_dense_sparse_step_is_adam_on_the_loss_gradient(monkeypatch, block):
     optimizer = gda.keras_adam(lr)
     params = {"W": jnp.asarray(W, jnp.float32)}
     state = optimizer.init(params)
+    scratch = learners.DENSE_LEARNER.scratch(params, "sparse") if block == "buffer" else None
     update = jax.jit(
         lambda p, s, batch, w: learners.DENSE_LEARNER.update(
-            p, s, None, batch, None, w, optimizer=optimizer, C=C, product="sparse"
+            p, s, scratch, batch, None, w, optimizer=optimizer, C=C, product="sparse"
         )
     )
     mu, nu = np.zeros((n, n)), np.zeros((n, n))
@@ -89,6 +91,7 @@ def test_dense_sparse_step_holds_no_n_by_n_temporary(monkeypatch):
     # the [b, n] residual and blocks of rows, never an [n, n] gradient or copy.
     n, b = 600, 32
     monkeypatch.setattr(learners, "_BLOCK_ELEMENTS", 20 * n)
+    monkeypatch.setattr(learners, "BUFFER_MAX_ITEMS", n - 1)  # no buffer at this n
     x_csr = _random_x(np.random.default_rng(0), 200, n, density=0.02)
     config = configs.model_config("synthetic", "rlarm", batch_size=b)
     model = arm_jax.adversarial.make_model("rlarm")
