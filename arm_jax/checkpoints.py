@@ -6,8 +6,9 @@
   written every `checkpoint_every` epochs and at the last one; one is kept;
 - `checkpoints/best/<epoch>/`: the best learner and adversary (`tree`), written only when
   the validation metric improves; kept until a committed `latest` no longer refers to it.
-Writes are atomic (orbax writes a temporary folder and renames it) and asynchronous (the
-arrays are copied to the host, then written while training goes on). Every checkpoint's
+Writes are atomic (orbax writes a temporary folder and renames it) and synchronous: an
+asynchronous write holds host copies of the arrays while training goes on, more memory
+than a dense W's state leaves on a 24 GiB machine (docs/performance.md). Every checkpoint's
 `meta` holds a checksum of its arrays: orbax's chunks carry none, and a flipped byte
 would otherwise restore as a wrong number.
 """
@@ -55,28 +56,57 @@ def _words(leaf: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
 
 
-def _flat_index(shape) -> jax.Array:
-    """Each element's row-major position, uint32 (mod 2³²), built per axis: no reshape,
-    so a sharded leaf is summed in its shards, never gathered onto one device."""
-    index = jnp.zeros(shape, jnp.uint32)
-    stride = 1
-    for axis in reversed(range(len(shape))):
-        iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
-        index = index + iota * jnp.uint32(stride % 2**32)
-        stride *= shape[axis]
-    return index
+_DEVICE_BLOCK = 2**20
+"""Elements per block of the device sum: a whole-leaf product would be materialised
+(an `[n, n]` temporary per leaf)."""
+
+
+def _leaf_sum(leaf: jax.Array) -> jax.Array:
+    """Σ word·(2i + 1) mod 2³² over the leaf's words in order, blocks of rows at a time."""
+    rows = leaf.reshape(-1, leaf.shape[-1]) if leaf.ndim > 1 else leaf.reshape(1, -1)
+    r, k = rows.shape
+    size = max(1, min(r, _DEVICE_BLOCK // max(k, 1)))
+
+    def block(start, count):
+        words = _words(jax.lax.dynamic_slice_in_dim(rows, start, count, 0)).reshape(count, k)
+        index = jnp.arange(count * k, dtype=jnp.uint32).reshape(count, k)
+        index = index + jnp.asarray(start, jnp.uint32) * jnp.uint32(k)
+        return jnp.sum(words * (2 * index + 1), dtype=jnp.uint32)
+
+    total = jax.lax.fori_loop(
+        0, r // size, lambda b, acc: acc + block(b * size, size), jnp.zeros((), jnp.uint32)
+    )
+    if r % size:
+        total = total + block(r // size * size, r % size)
+    return total
 
 
 @jax.jit
-def _leaf_sums(leaves: list) -> list:
-    # Σ word·(2i + 1) mod 2³²: one changed word always changes it (odd weights), and the
-    # sums are one pass over the arrays on their device(s), no host copy.
-    out = []
-    for leaf in leaves:
-        words = _words(leaf)
-        weights = 2 * _flat_index(words.shape) + 1
-        out.append(jnp.sum(words * weights, dtype=jnp.uint32))
-    return out
+def _device_sums(leaves: list) -> list:
+    # One changed word always changes the sum (odd weights); the leaves are read where
+    # they are, never copied.
+    return [_leaf_sum(leaf) for leaf in leaves]
+
+
+_HOST_CHUNK = 2**22
+"""Words per block of the host sum: its temporaries stay at a few MiB whatever the leaf."""
+
+
+def _host_sum(leaf) -> int:
+    """`_device_sums`'s sum of a host array, in NumPy, block by block: moving a leaf
+    to the device for it would copy it (gigabytes for a large W)."""
+    flat = np.ascontiguousarray(leaf).reshape(-1)
+    if flat.dtype == np.bool_:
+        flat = flat.view(np.uint8)
+    if flat.dtype.itemsize > 4:
+        raise ValueError(f"tree_checksum takes leaves of at most 32 bits, got {flat.dtype}")
+    words = flat.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[flat.dtype.itemsize])
+    total = 0
+    for start in range(0, words.size, _HOST_CHUNK):
+        block = words[start : start + _HOST_CHUNK].astype(np.uint32)
+        weights = np.arange(start, start + block.size, dtype=np.uint32) * np.uint32(2) + 1
+        total = (total + int(np.sum(block * weights, dtype=np.uint32))) % 2**32
+    return total
 
 
 def _dtype_name(leaf) -> str:
@@ -85,12 +115,21 @@ def _dtype_name(leaf) -> str:
 
 
 def tree_checksum(tree) -> str:
-    """A checksum of a pytree's arrays (their bits, shapes, dtypes and paths)."""
+    """A checksum of a pytree's arrays (their bits, shapes, dtypes and paths).
+
+    The same for a tree on the host (NumPy) and on the device (jax arrays): device
+    leaves are summed on the device, host leaves on the host, neither copied.
+    """
     leaves = jax.tree_util.tree_leaves_with_path(tree)
-    sums = jax.device_get(_leaf_sums([v for _, v in leaves]))
+    on_device = [i for i, (_, v) in enumerate(leaves) if isinstance(v, jax.Array)]
+    sums = [None] * len(leaves)
+    for i, s in zip(on_device, jax.device_get(_device_sums([leaves[i][1] for i in on_device]))):
+        sums[i] = int(s)
+    for i, (_, v) in enumerate(leaves):
+        sums[i] = _host_sum(v) if sums[i] is None else sums[i]
     text = json.dumps(
         [
-            [jax.tree_util.keystr(p), list(np.shape(v)), _dtype_name(v), int(s)]
+            [jax.tree_util.keystr(p), list(np.shape(v)), _dtype_name(v), s]
             for (p, v), s in zip(leaves, sums)
         ]
     )
@@ -107,7 +146,8 @@ def _manager(path: str, *, max_to_keep: int | None):
         max_to_keep=max_to_keep,
         # A write killed mid-way leaves `<epoch>.orbax-checkpoint-tmp*`: removed here.
         cleanup_tmp_directories=True,
-        enable_async_checkpointing=True,
+        # Synchronous: see the module docstring.
+        enable_async_checkpointing=False,
     )
     return ocp.CheckpointManager(
         os.path.abspath(path), options=options, item_names=("tree", "meta")
@@ -206,7 +246,7 @@ class Checkpointer:
         return last or epoch % self.checkpoint_every == 0
 
     def save_latest(self, epoch: int, tree, meta: dict) -> None:
-        """Writes the train state `tree` and `meta` (JSON) as epoch `epoch` (async)."""
+        """Writes the train state `tree` and `meta` (JSON) as epoch `epoch`."""
         self._latest.wait_until_finished()
         self._prune_best()  # the previous `latest` is committed: older bests can go
         meta = {**meta, "checksum": tree_checksum(tree)}
@@ -216,7 +256,7 @@ class Checkpointer:
         self._pending_best = meta.get("best_epoch")
 
     def save_best(self, epoch: int, tree) -> None:
-        """Writes the best learner and adversary `tree` as epoch `epoch` (async)."""
+        """Writes the best learner and adversary `tree` as epoch `epoch`."""
         meta = {"epoch": epoch, "checksum": tree_checksum(tree)}
         meta["meta_checksum"] = _meta_checksum(meta)
         args = ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))

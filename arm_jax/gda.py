@@ -30,7 +30,8 @@ class TrainState:
       opt_state, adversary_opt_state: optax states of the two optimizers.
       step: int32 scalar, steps taken so far.
       learner_scratch: the learner's per-step scratch (`Learner.scratch`: the dense
-        learner's `[n, n]` gradient buffer on the sparse product), or None; not saved.
+        learner's `[n, n]` gradient buffer on the sparse product, up to
+        `learners.BUFFER_MAX_ITEMS` items), or None; not saved.
       optimizer, adversary_optimizer: optax transformations (static).
     """
 
@@ -80,11 +81,12 @@ def init_state(
       key: PRNG key of the initialisation.
       n_items: n.
       adversary: the adversary's (init, apply).
-      config: a `ModelConfig` (learning_rate, adam_eps, hidden_dim, rank are read).
+      config: a `ModelConfig` (learning_rate, adversary_learning_rate, adam_eps,
+        hidden_dim, rank are read).
       W0: `[n, n]` starting dense learner (its diagonal is zeroed), e.g. EASE, or None.
       dtype: dtype of the learner's parameters.
       product: the product the steps will use (default `config.product`); the
-        learner's scratch is made for it (the dense learner's sparse-path buffer).
+        learner's scratch, if it keeps one, is made for it.
       learner: the learner (default the dense W).
       x: `[m, n]` CSR training rows for the learner's warm start, or None.
       mesh: a `sharding.make_mesh` mesh, or None for one device: the state is laid out
@@ -92,7 +94,9 @@ def init_state(
         start or `W0` is built whole on the host and device, then placed).
     """
     optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
-    adversary_optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
+    # The paper's one step size unless the config gives the adversary its own.
+    adversary_lr = getattr(config, "adversary_learning_rate", None) or config.learning_rate
+    adversary_optimizer = keras_adam(adversary_lr, eps=config.adam_eps)
 
     def arrays(key):
         k_w, k_a = jax.random.split(key)

@@ -6,7 +6,9 @@ and its loss Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)‖W̃‖² (what the step 
 item–item matrix with its diagonal removed (a user's own items never predict themselves).
 
 - `DENSE_LEARNER`: W̃ a dense `[n, n]` matrix with a zero diagonal (the paper's); its
-  fused `update` keeps the sparse CPU path of `products` (no n×n temporary a step).
+  fused `update` on the sparse CPU path of `products` keeps an `[n, n]` gradient buffer
+  up to `BUFFER_MAX_ITEMS` items and above them holds W and its two Adam moments only
+  (`_sparse_update`), the same numbers either way.
 - `low_rank_learner(rank)`: W̃ = P Qᵀ − diag(P Qᵀ), `P, Q: [n, r]` (ELSA-style): memory
   linear in n, scores `(x P) Qᵀ − x ⊙ diag(P Qᵀ)`, never an n×n array.
 - `edlae_learner(p)`: the dense W̃ descending EDLAE's loss (Steck 2020), the squared error
@@ -39,6 +41,7 @@ from arm_jax.products import (
     add_batch,
     batch_product,
     densify,
+    entries_by_item,
     predict_sparse,
     resolve_product,
     scatter_rows,
@@ -190,9 +193,11 @@ def _dense_loss(params, batch, x, weights, *, C, product):
 
 
 def _dense_update(params, opt_state, scratch, batch, x, weights, *, optimizer, C, product):
-    """The dense learner's Adam step: the sparse path into `scratch`, or autodiff."""
+    """The dense learner's Adam step: `_sparse_update` on the sparse product, else autodiff."""
     if product == "sparse" and scratch is not None:
-        return _sparse_update(params, opt_state, scratch, batch, weights, optimizer, C)
+        return _buffered_update(params, opt_state, scratch, batch, weights, optimizer, C)
+    if product == "sparse":
+        return (*_sparse_update(params, opt_state, batch, weights, optimizer, C), scratch)
     x = densify(batch, params["W"].dtype) if x is None else x
     (_, per_user), grads = jax.value_and_grad(learner_loss, has_aux=True)(
         params, batch, x, weights, C=C, product=product, zero_diagonal=True
@@ -204,15 +209,11 @@ def _dense_update(params, opt_state, scratch, batch, x, weights, *, optimizer, C
     return jnp.sum(weights * per_user), optax.apply_updates(params, updates), opt_state, scratch
 
 
-def _sparse_update(params, opt_state, buffer, batch, weights, optimizer, C):
-    """The Adam step with the data gradient scattered into `buffer` (`[n, n]` scratch).
-
-    Same numbers as differentiating `learner_loss`, with no n×n temporary: the data
-    gradient −2 Σ_u w_u x_uᵀ r_u is written into the batch's items' rows of the buffer
-    (`scatter_rows`: never cleared, the other rows are masked), and C·W and the
-    diagonal mask are applied inside Adam's elementwise pass. The residual is the
-    step's one `[b, n]` temporary (`sparse_residual`).
-    """
+def _buffered_update(params, opt_state, buffer, batch, weights, optimizer, C):
+    """`_sparse_update` with the data gradient scattered into `buffer` (`[n, n]`
+    scratch, never cleared; rows outside the batch's items are masked) and C·W and the
+    diagonal mask applied inside Adam's elementwise pass over all of W: the same
+    numbers, about 30% less CPU a step, one more `[n, n]` array held."""
     W = params["W"]
     residual = sparse_residual(W, batch)
     if weights.ndim == 1:
@@ -231,11 +232,99 @@ def _sparse_update(params, opt_state, buffer, batch, weights, optimizer, C):
     return loss, params, opt_state, buffer
 
 
+BUFFER_MAX_ITEMS = 32_768
+"""Up to this many items the dense learner's sparse step keeps an `[n, n]` gradient
+buffer (`_buffered_update`, 4 GiB at the bound); above it, none (`_sparse_update`):
+W and two moments only, so 41k items (gowalla) fit in 24 GiB (docs/performance.md)."""
+
+
 def _dense_scratch(params, product):
-    # The sparse path's gradient buffer: persistent and donated, since a fresh n×n
-    # temporary each step costs page faults on a CPU (docs/performance.md).
     w = params["W"]
-    return jnp.zeros(w.shape, w.dtype) if resolve_product(product) == "sparse" else None
+    buffered = resolve_product(product) == "sparse" and w.shape[0] <= BUFFER_MAX_ITEMS
+    return jnp.zeros(w.shape, w.dtype) if buffered else None
+
+
+_BLOCK_ELEMENTS = 2**20
+"""Elements of W per block of `_sparse_update`'s pass (4 MiB of float32 per array)."""
+
+
+def _sparse_update(params, opt_state, batch, weights, optimizer, C):
+    """The Adam step of differentiating `learner_loss`, with no `[n, n]` gradient.
+
+    One pass over W and its moments, a block of rows at a time (in place: the step
+    donates them): each block's gradient is C·W plus the data gradient
+    −2 Σ_u w_u x_uᵀ r_u, whose nonzero rows are the batch's items (summed from the
+    batch's entries sorted by item), the diagonal masked. The residual `[b, n]` and a
+    block are the step's temporaries. The optimizer must be elementwise (Adam is).
+    Returns (data loss, params, opt_state).
+    """
+    W = params["W"]
+    n = W.shape[0]
+    residual = sparse_residual(W, batch)
+    loss = jnp.sum(weights * jnp.sum(jnp.square(residual), axis=-1))
+    rows, items, vals = entries_by_item(batch, W.dtype)
+    vals = vals * (-2.0 * weights).astype(W.dtype)[rows]
+    step = functools.partial(_step_rows, (residual, rows, items, vals), optimizer, C)
+    size = max(1, min(n, _BLOCK_ELEMENTS // n))
+    blocks = n // size
+    W_new, state = jax.lax.fori_loop(
+        0, blocks, lambda i, carry: step(i * size, size, carry), (W, opt_state)
+    )
+    if n % size:  # the last rows, a block of their own size
+        W_new, state = step(blocks * size, n % size, (W_new, state))
+    # The optimizer's other leaves (its step count) advance once, as in one update.
+    row = {"W": jnp.zeros((1, n), W.dtype)}  # (no read of W or its moments)
+    zeros = _on_moments(W.shape, lambda m: jnp.zeros((1, n), m.dtype), opt_state)
+    _, counted = optimizer.update(row, zeros, row)
+    state = jax.tree_util.tree_map(
+        lambda full, once: full if jnp.shape(full) == W.shape else once, state, counted
+    )
+    return loss, {"W": W_new}, state
+
+
+def _step_rows(runs, optimizer, C, start, size, carry):
+    """Adam's step on rows [start, start + size) of W and of its moments."""
+    residual, rows, items, vals = runs
+    W, opt_state = carry
+    n = W.shape[1]
+    lo, hi = jnp.searchsorted(items, jnp.stack([start, start + size]))  # their entries
+
+    def add(e, data):
+        at = items[e] - start
+        cur = jax.lax.dynamic_slice_in_dim(data, at, 1, 0)
+        cur = cur + jax.lax.dynamic_slice_in_dim(residual, rows[e], 1, 0) * vals[e]
+        return jax.lax.dynamic_update_slice_in_dim(data, cur, at, 0)
+
+    take = functools.partial(jax.lax.dynamic_slice_in_dim, start_index=start, slice_size=size)
+
+    def adam(with_data, W, opt_state):
+        data = jnp.zeros((size, n), W.dtype)
+        if with_data:
+            data = jax.lax.fori_loop(lo, hi, add, data)
+        own = start + jnp.arange(size)[:, None] == jnp.arange(n)[None, :]
+        block = take(W)
+        grads = {"W": jnp.where(own, 0.0, data) + C * block}
+        updates, block_state = optimizer.update(
+            grads, _on_moments(W.shape, take, opt_state), {"W": block}
+        )
+        return jnp.where(own, 0.0, optax.apply_updates({"W": block}, updates)["W"]), block_state
+
+    # A branch (the block has entries or not) reads the whole arrays and returns the new
+    # rows as arrays of their own; fused into the writes below, the reads made XLA copy
+    # W and both moments.
+    block, block_state = jax.lax.cond(
+        hi > lo, functools.partial(adam, True), functools.partial(adam, False), W, opt_state
+    )
+    put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=0)
+    return put(W, block), _on_moments(W.shape, put, opt_state, block_state)
+
+
+def _on_moments(shape, fn, tree, *rest):
+    """`fn` mapped over the leaves of `tree` (and the same leaves of `rest`) that have
+    W's `shape`: Adam's moments of W; the other leaves (counts, scalars) of `tree` kept."""
+    return jax.tree_util.tree_map(
+        lambda leaf, *more: fn(leaf, *more) if jnp.shape(leaf) == shape else leaf, tree, *rest
+    )
 
 
 def dense_predictor(product: str):
@@ -244,15 +333,21 @@ def dense_predictor(product: str):
     return predict_sparse if resolve_product(product) == "sparse" else predict
 
 
+def _state_matrix(params: Params) -> jax.Array:
+    # A state's W has a zero diagonal (init and every update keep it): the export is W
+    # itself, no [n, n] copy (a copy of a 41k-item W is 6.3 GiB).
+    return params["W"]
+
+
 DENSE_LEARNER = Learner(
     init=_dense_init,
     scores=_dense_scores,
     loss=_dense_loss,
     penalty=l2_norm_sq,
-    export=learner_matrix,
+    export=_state_matrix,
+    scratch=_dense_scratch,
     predictor=dense_predictor,
     update=_dense_update,
-    scratch=_dense_scratch,
 )
 """The paper's learner: a dense `W: [n, n]`, `{"W": W}`, diagonal held at 0."""
 

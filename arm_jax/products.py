@@ -175,6 +175,21 @@ def sparse_residual(w: jax.Array, batch: SparseBatch) -> jax.Array:
     return add_batch(_scan_rows_product(w, rows, cols, -vals, batch.nnz, batch.n_users), batch)
 
 
+def entries_by_item(batch: SparseBatch, dtype) -> tuple:
+    """The batch's entries sorted by item, padding last.
+
+    Stable: an item's entries keep the batch's order, so sums over them add in the
+    order `scatter_rows` adds them.
+
+    Returns:
+      (rows, items, vals): `[nnz_cap]` each; `items` ascending, n for padding.
+    """
+    rows, cols, vals = _coordinates(batch.rows, batch.cols, batch.vals, dtype)
+    items = jnp.where(jnp.arange(cols.shape[0]) < batch.nnz, cols, batch.n_items)
+    order = jnp.argsort(items, stable=True)
+    return rows[order], items[order], vals[order]
+
+
 def _scan_rows_bwd(n_users, res, g):
     # d/dW of Σ_e v_e ⟨g[r_e], W[c_e]⟩ = x_batchᵀ g.
     shape, rows, cols, vals, nnz = res

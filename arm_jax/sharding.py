@@ -195,7 +195,7 @@ def host_tree(tree):
 
     def copy(x):
         if not isinstance(x, jax.Array) or x.is_fully_addressable:
-            return jax.device_get(x)
+            return np.array(x)  # a copy: a view would hold buffers the next step donates
         return x.copy()  # several hosts: a shard each, never gathered
 
     return jax.tree_util.tree_map(copy, tree)

@@ -122,8 +122,9 @@ def _finite(record: dict) -> bool:
 
 
 def learner_of(state: gda.TrainState, learner: Learner = DENSE_LEARNER) -> Any:
-    """The learner to evaluate and keep (`learner.export`): e.g. `[n, n]` W with its
-    diagonal masked."""
+    """The learner to evaluate and keep (`learner.export`): e.g. the `[n, n]` W (its
+    diagonal is 0). It may be the state's own array (the dense W): copy it to keep it
+    past the next step, which donates the state."""
     return learner.export(state.params)
 
 
@@ -218,7 +219,7 @@ class _Loop:
     stopping: EarlyStopping
     history: list
     nnz_cap: int
-    best: Any = None  # host copy of the best learner and adversary
+    best: Any = None  # host copy of the best learner and adversary (no workdir)
 
     def meta(self, fingerprint: dict, seed: int) -> dict:
         s = self.stopping
@@ -245,9 +246,9 @@ def _resume(ckpt: checkpoints.Checkpointer, state, config: ModelConfig, learner:
         bad_epochs=meta["bad_epochs"],
     )
     loop = _Loop(meta["epoch"], stopping, meta["history"], meta["nnz_cap"])
-    if stopping.best_epoch:
-        like = _best_tree(jax.eval_shape(learner.export, state.params), state)
-        loop.best = ckpt.restore_best(stopping.best_epoch, like)
+    if stopping.best_epoch:  # read to check it now; it stays on disk till the end
+        like = {"learner": jax.eval_shape(learner.export, state.params)}
+        ckpt.restore_best(stopping.best_epoch, {**like, "adversary": state.adversary_params})
     ckpt.start_from(loop.epoch, stopping.best_epoch)
     return state, loop
 
@@ -361,6 +362,13 @@ def train_adversarial(
             step_root=step_root, ckpt=ckpt, writer=writer, fingerprint=fingerprint,
             progress=progress, callback=callback,
         )  # fmt: skip
+        if ckpt and loop.best is None and loop.stopping.best_epoch:
+            like = {
+                "learner": jax.eval_shape(spec.learner.export, state.params),
+                "adversary": state.adversary_params,
+            }
+            state = None  # frees W and its moments before the best is read back
+            loop.best = ckpt.restore_best(loop.stopping.best_epoch, like)
     return _result(loop, state, spec, config, stop_reason, mesh)
 
 
@@ -397,9 +405,15 @@ def _run_epochs(
         record["valid_seconds"] = time.perf_counter() - valid_start
         loop.stopping = loop.stopping.update(record["valid_ndcg@100"], epoch=loop.epoch)
         if loop.stopping.has_improved:
-            loop.best = _best_tree(exported, state)
+            # With a workdir the best is kept on disk only, written from the device
+            # arrays: a host copy of a large W would not fit beside the train state.
+            loop.best = None
             if ckpt:
-                ckpt.save_best(loop.epoch, loop.best)
+                ckpt.save_best(
+                    loop.epoch, {"learner": exported, "adversary": state.adversary_params}
+                )
+            else:
+                loop.best = _best_tree(exported, state)
         del exported
         record.update(best_epoch=loop.stopping.best_epoch, seconds=time.perf_counter() - start)
         loop.history.append(record)

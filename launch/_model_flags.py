@@ -20,6 +20,9 @@ L2 = flags.DEFINE_float("l2", None, "Steck's λ, the other spelling of C: λ = C
 BETA = flags.DEFINE_float("beta", None, "EASE-IPW exponent β: user weight θ_u^-β.")
 B = flags.DEFINE_float("B", None, "Adversary L2 weight.")
 LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "Adam step of learner and adversary.")
+ADVERSARY_LEARNING_RATE = flags.DEFINE_float(
+    "adversary_learning_rate", None, "Adversary's own Adam step (default: --learning_rate)."
+)
 HIDDEN_DIM = flags.DEFINE_integer("hidden_dim", None, "d, R-LARM(NN) hidden width.")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Users per mini-batch.")
 MAX_EPOCHS = flags.DEFINE_integer("max_epochs", None, "Epoch budget.")
@@ -74,7 +77,7 @@ def model_config_from_flags(dataset: str, n_train_users: int | None = None) -> c
         c = L2.value / n_train_users
     given = _given(c)
     _check_used(given)
-    return configs.model_config(dataset, MODEL.value, **given)
+    return configs.model_config(dataset, MODEL.value, n_train_users=n_train_users, **given)
 
 
 def _given(c: float | None) -> dict:
@@ -83,6 +86,7 @@ def _given(c: float | None) -> dict:
         beta=BETA.value,
         B=B.value,
         learning_rate=LEARNING_RATE.value,
+        adversary_learning_rate=ADVERSARY_LEARNING_RATE.value,
         hidden_dim=HIDDEN_DIM.value,
         batch_size=BATCH_SIZE.value,
         max_epochs=MAX_EPOCHS.value,

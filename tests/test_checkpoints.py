@@ -196,6 +196,28 @@ def test_tree_checksum_sees_one_changed_bit():
     assert checkpoints.tree_checksum({**tree, "w": flipped}) != checkpoints.tree_checksum(tree)
 
 
+def test_tree_checksum_is_the_same_on_host_and_device_without_moving_leaves(monkeypatch):
+    rng = np.random.default_rng(4)
+    tree = {
+        "w": rng.normal(size=(37, 29)).astype(np.float32),
+        "k": np.int32(-3),
+        "m": rng.random(9) < 0.5,
+        "h": rng.normal(size=5).astype(np.float16),
+    }
+    monkeypatch.setattr(checkpoints, "_HOST_CHUNK", 100)  # several blocks and a tail
+    host = checkpoints.tree_checksum(tree)
+    on_device = jax.tree_util.tree_map(jax.numpy.asarray, tree)
+    assert checkpoints.tree_checksum(on_device) == host
+    flipped = tree["w"].copy()
+    flipped.view(np.uint8)[20, 3] ^= 0x10  # one byte, past the first block
+    assert checkpoints.tree_checksum({**tree, "w": flipped}) != host
+    assert checkpoints.tree_checksum({**on_device, "w": jax.numpy.asarray(flipped)}) != host
+    moved = []  # host leaves are summed on the host: none goes to the device
+    monkeypatch.setattr(checkpoints, "_device_sums", lambda leaves: moved.extend(leaves) or [])
+    checkpoints.tree_checksum(tree)
+    assert moved == []
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_leftover_temporaries_of_a_killed_write_are_removed(tmp_path, resume):
     split, work = _split(), str(tmp_path)

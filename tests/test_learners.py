@@ -1,5 +1,6 @@
-"""Learners: the low-rank learner against float64 NumPy, every model trained with it, a
-learner written here trained by `train_adversarial`, and the learner flags' errors."""
+"""Learners: the dense learner's sparse Adam step and the low-rank learner against float64
+NumPy, every model trained with the low-rank one, a learner written here trained by
+`train_adversarial`, and the learner flags' errors."""
 
 import dataclasses
 import json
@@ -15,7 +16,7 @@ import pytest
 import scipy.sparse as sp
 
 import arm_jax
-from arm_jax import configs, learners, metrics, training
+from arm_jax import configs, gda, learners, metrics, training
 from arm_jax.errors import ConfigError
 from arm_jax.products import densify, make_batch
 
@@ -35,6 +36,74 @@ def _w_tilde(params):
     w = np.asarray(params["P"], np.float64) @ np.asarray(params["Q"], np.float64).T
     np.fill_diagonal(w, 0.0)
     return w
+
+
+def _keras_adam_np(W, mu, nu, g, t, *, lr, eps, b1=0.9, b2=0.999):
+    """TensorFlow's Adam step t (1-based) in float64: ε on √v before the corrections."""
+    mu, nu = b1 * mu + (1 - b1) * g, b2 * nu + (1 - b2) * g * g
+    return W - lr * np.sqrt(1 - b2**t) / (1 - b1**t) * mu / (np.sqrt(nu) + eps), mu, nu
+
+
+# One block; blocks of 7 rows and a tail; the [n, n] gradient buffer of small n.
+@pytest.mark.parametrize("block", [None, 7 * 23, "buffer"])
+def test_dense_sparse_step_is_adam_on_the_loss_gradient(monkeypatch, block):
+    if isinstance(block, int):
+        monkeypatch.setattr(learners, "_BLOCK_ELEMENTS", block)
+    rng = np.random.default_rng(8)
+    m, n, b, C, lr = 40, 23, 12, 0.3, 1e-2
+    x_csr = _random_x(rng, m, n, density=0.15)
+    W = rng.normal(size=(n, n)) * 0.1
+    np.fill_diagonal(W, 0.0)
+    optimizer = gda.keras_adam(lr)
+    params = {"W": jnp.asarray(W, jnp.float32)}
+    state = optimizer.init(params)
+    scratch = learners.DENSE_LEARNER.scratch(params, "sparse") if block == "buffer" else None
+    update = jax.jit(
+        lambda p, s, batch, w: learners.DENSE_LEARNER.update(
+            p, s, scratch, batch, None, w, optimizer=optimizer, C=C, product="sparse"
+        )
+    )
+    mu, nu = np.zeros((n, n)), np.zeros((n, n))
+    for t in (1, 2, 3):  # moments and counts away from zero after the first
+        users = rng.choice(m, b, replace=False)
+        weights = rng.random(b) + 0.1
+        weights /= weights.sum()
+        x = np.asarray(x_csr[users].todense(), np.float64)
+        loss, params, state, _ = update(
+            params, state, make_batch(x_csr, users, 256), jnp.asarray(weights, jnp.float32)
+        )
+        r = x - x @ W
+        np.testing.assert_allclose(float(loss), np.sum(weights * np.sum(r * r, 1)), rtol=1e-5)
+        g = -2 * x.T @ (weights[:, None] * r)  # the data gradient: only the batch's items' rows
+        np.fill_diagonal(g, 0.0)
+        W, mu, nu = _keras_adam_np(W, mu, nu, g + C * W, t, lr=lr, eps=1e-7)
+        np.fill_diagonal(W, 0.0)
+        moments = state.inner_state[0]
+        np.testing.assert_allclose(np.asarray(params["W"]), W, rtol=0, atol=2e-6)
+        np.testing.assert_allclose(np.asarray(moments.mu["W"]), mu, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(moments.nu["W"]), nu, rtol=1e-4, atol=1e-9)
+        assert int(state.count) == t and np.all(np.diag(np.asarray(params["W"])) == 0.0)
+    assert np.abs(W - np.asarray(params["W"])).max() < 2e-6 < np.abs(mu).max()
+
+
+def test_dense_sparse_step_holds_no_n_by_n_temporary(monkeypatch):
+    # W and its two moments are updated in place (donated); a step's temporaries are
+    # the [b, n] residual and blocks of rows, never an [n, n] gradient or copy.
+    n, b = 600, 32
+    monkeypatch.setattr(learners, "_BLOCK_ELEMENTS", 20 * n)
+    monkeypatch.setattr(learners, "BUFFER_MAX_ITEMS", n - 1)  # no buffer at this n
+    x_csr = _random_x(np.random.default_rng(0), 200, n, density=0.02)
+    config = configs.model_config("synthetic", "rlarm", batch_size=b)
+    model = arm_jax.adversarial.make_model("rlarm")
+    state = gda.init_state(
+        jax.random.PRNGKey(0), n, adversary=model.adversary, config=config, product="sparse"
+    )
+    step = gda.make_step(model, config, warmup_steps=0, product="sparse")
+    batch = make_batch(x_csr, np.arange(b), 1024)
+    memory = step.lower(state, batch, jax.random.PRNGKey(1)).compile().memory_analysis()
+    assert memory.alias_size_in_bytes >= 3 * n * n * 4  # W and both moments in place
+    assert memory.argument_size_in_bytes < 4 * n * n * 4  # and no [n, n] buffer beside
+    assert memory.temp_size_in_bytes < n * n * 4
 
 
 def test_low_rank_scores_and_predict_match_numpy():
