@@ -20,6 +20,8 @@ def test_datasets_with_their_own_defaults_are_unchanged(dataset):
     for model in configs.MODELS:
         config = configs.model_config(dataset, model, n_train_users=500)
         table = configs.MODEL_DEFAULTS[dataset].get(model, {})
+        learner = configs.REGISTRY[model].learner  # a model with its own (R-LARM(EDLAE))
+        table = {**table, "learner": learner} if learner else table
         assert config == dataclasses.replace(configs.ModelConfig(), **table)
         assert config.adversary_learning_rate is None
         assert "adversary_learning_rate" not in configs.config_record(config)
