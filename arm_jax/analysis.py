@@ -313,27 +313,7 @@ def item_auc_table(adversaries: dict[str, dict]) -> pd.DataFrame:
       One row per model: n_items, n_niche, auc (`item_auc`), and weight_ratio = mean
       sigmoid(t) of niche / of mainstream items.
     """
-    rows = []
-    for model, arrays in adversaries.items():
-        if arrays is None or "group" not in arrays:
-            continue
-        score = np.asarray(arrays["score"], dtype=np.float64)
-        niche = np.asarray(arrays["group"]) != 0
-        weight = scipy.special.expit(score)
-        ratio = float("nan")
-        if niche.any() and (~niche).any():
-            ratio = float(weight[niche].mean() / weight[~niche].mean())
-        rows.append(
-            {
-                "model": model,
-                "label": MODEL_LABELS[model],
-                "n_items": int(score.size),
-                "n_niche": int(niche.sum()),
-                "auc": item_auc(score, arrays["group"]),
-                "weight_ratio": ratio,
-            }
-        )
-    return pd.DataFrame(rows)
+    return _planted_auc_table(adversaries, rows="n_items", planted="n_niche")
 
 
 def adversary_auc_table(adversaries: dict[str, dict]) -> pd.DataFrame:
@@ -347,24 +327,30 @@ def adversary_auc_table(adversaries: dict[str, dict]) -> pd.DataFrame:
       One row per model: n_users, n_minority, auc (score vs group != 0), and
       weight_ratio = mean sigmoid(s) of minority / of majority users.
     """
-    rows = []
+    return _planted_auc_table(adversaries, rows="n_users", planted="n_minority")
+
+
+def _planted_auc_table(adversaries: dict[str, dict], *, rows: str, planted: str):
+    """The AUC table of scores (users' or items') against their planted `group != 0`;
+    `rows` and `planted` name the count columns."""
+    out = []
     for model, arrays in adversaries.items():
         if arrays is None or "group" not in arrays:
             continue
         score = np.asarray(arrays["score"], dtype=np.float64)
-        minority = np.asarray(arrays["group"]) != 0
+        marked = np.asarray(arrays["group"]) != 0
         weight = scipy.special.expit(score)
         ratio = float("nan")
-        if minority.any() and (~minority).any():
-            ratio = float(weight[minority].mean() / weight[~minority].mean())
-        rows.append(
+        if marked.any() and (~marked).any():
+            ratio = float(weight[marked].mean() / weight[~marked].mean())
+        out.append(
             {
                 "model": model,
                 "label": MODEL_LABELS[model],
-                "n_users": int(score.size),
-                "n_minority": int(minority.sum()),
-                "auc": roc_auc(score, minority),
+                rows: int(score.size),
+                planted: int(marked.sum()),
+                "auc": roc_auc(score, marked),
                 "weight_ratio": ratio,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(out)

@@ -2,24 +2,12 @@
 the niche-item AUC in results.json and the analysis, and bad flags refused in one line."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from test_worst_case_cli import _train  # train.py in a subprocess
 
 from arm_jax import analysis, configs, grids, report
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _train(tmp_path, *args):
-    env = dict(os.environ, ARM_JAX_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "launch", "train.py"), *args],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
 
 
 def test_item_adversary_and_edlae_learner_train_and_analyse(tmp_path):
