@@ -10,26 +10,18 @@ number of training users. Steck's λ (the `--l2` spelling) equals `C·m`.
 
 import dataclasses
 import math
-import numbers
-from collections.abc import Callable
 
-from arm_jax.adversarial import (
-    LINEAR_ADVERSARY,
-    NN_ADVERSARY,
-    Adversary,
-    arm_objective,
-    rank_objective,
-)
+from arm_jax import config_checks
 from arm_jax.errors import ConfigError
-from arm_jax.item_adversaries import (
-    ITEM_ADVERSARY,
-    USER_ITEM_ADVERSARY,
-    entry_arm_objective,
-    entry_rank_objective,
-    item_rank_objective,
+from arm_jax.registry import (  # noqa: F401  (re-exported: configs is where callers look)
+    ADVERSARIAL_MODELS,
+    HYPERPARAMETERS,
+    MODEL_LABELS,
+    MODELS,
+    REGISTRY,
+    ModelSpec,
+    model_hyperparameters,
 )
-from arm_jax.learners import LEARNERS
-from arm_jax.products import PRODUCTS
 
 
 # ----------------------------------------------------------------------------- data
@@ -241,135 +233,6 @@ SMALL_DATASETS = tuple(_SMALL)
 """Datasets with defaults of their own, chosen here on validation (not the paper's)."""
 
 
-# --------------------------------------------------------------------- the registry
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """One model's facts, read by configs, launch flags, grids, sweeps and reports.
-
-    Attributes:
-      name: the `--model` name.
-      label: the paper's name, for tables and plots.
-      kind: "closed_form" (EASE's solve) or "adversarial" (descent–ascent, `gda_step`).
-      hyperparameters: the `ModelConfig` fields that define the fit: what results
-        record and a grid may list.
-      swept: the fields the default grid searches (`grids.default_grid`).
-      run_options: the fields (flags) that say how a run is carried out, not which model
-        it fits (max_epochs, patience, product, the learner).
-      adversary, objective: an adversarial model's adversary and the objective it
-        ascends (`adversarial.Model`; its learner is `ModelConfig.learner`'s).
-      defaults: {dataset: the `ModelConfig` values `model_config` starts from}.
-      learner: the learner the model always uses (`ModelConfig.learner` is set to it),
-        or None for the one `--learner` names.
-    """
-
-    name: str
-    label: str
-    kind: str
-    hyperparameters: tuple[str, ...]
-    swept: tuple[str, ...]
-    run_options: tuple[str, ...] = ()
-    adversary: Adversary | None = None
-    objective: Callable | None = None
-    defaults: dict = dataclasses.field(default_factory=dict)
-    learner: str | None = None
-
-
-_LINEAR = ("C", "B", "learning_rate", "batch_size", "warmup_epochs", "warm_start")
-_NN = ("C", "B", "learning_rate", "hidden_dim", "batch_size", "warmup_epochs", "warm_start")
-_RUN = (
-    "max_epochs",
-    "patience",
-    "product",
-    "learner",
-    "rank",
-    "dropout_p",
-    "adversary_learning_rate",
-)
-
-
-def _spec(name, label, kind, hyperparameters, swept, adversary=None, objective=None, learner=None):
-    defaults = {d: table[name] for d, table in MODEL_DEFAULTS.items() if name in table}
-    run = _RUN if kind == "adversarial" else ()
-    return ModelSpec(
-        name, label, kind, hyperparameters, swept, run, adversary, objective, defaults, learner
-    )
-
-
-REGISTRY: dict[str, ModelSpec] = {
-    s.name: s
-    for s in (
-        _spec("ease", "EASE", "closed_form", ("C",), ("C",)),
-        _spec("ease_ipw", "EASE-IPW", "closed_form", ("C", "beta"), ("C", "beta")),
-        _spec(
-            "arm", "ARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
-            LINEAR_ADVERSARY, arm_objective,
-        ),
-        _spec(
-            "rlarm", "R-LARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
-            LINEAR_ADVERSARY, rank_objective,
-        ),
-        _spec(
-            "rlarm_nn", "R-LARM(NN)", "adversarial", _NN,
-            ("learning_rate", "C", "B", "hidden_dim"), NN_ADVERSARY, rank_objective,
-        ),
-        _spec(
-            "cvar_ease", "CVaR-EASE", "closed_form", ("C", "alpha", "rounds", "cvar_loss"),
-            ("C", "alpha"),
-        ),
-        _spec("edlae", "EDLAE", "closed_form", ("C", "dropout_p"), ("C", "dropout_p")),
-        # Group DRO's adversary is built from the split's activity groups
-        # (`group_dro.group_dro_model`), so the registry holds only its objective.
-        _spec(
-            "group_dro", "Group DRO", "adversarial", (*_LINEAR, "groups"),
-            ("learning_rate", "C", "B"), None, arm_objective,
-        ),
-        # R-LARM over EDLAE's learner (`learners.edlae_learner`), and the item-level and
-        # user–item adversaries (`item_adversaries`), the paper's §6 directions.
-        _spec(
-            "rlarm_edlae", "R-LARM(EDLAE)", "adversarial", (*_LINEAR, "dropout_p"),
-            ("learning_rate", "C", "B"), LINEAR_ADVERSARY, rank_objective, "edlae",
-        ),
-        _spec(
-            "item_arm", "Item-ARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
-            ITEM_ADVERSARY, entry_arm_objective,
-        ),
-        _spec(
-            "item_rlarm", "Item-R-LARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
-            ITEM_ADVERSARY, item_rank_objective,
-        ),
-        _spec(
-            "ui_arm", "UI-ARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
-            USER_ITEM_ADVERSARY, entry_arm_objective,
-        ),
-        _spec(
-            "ui_rlarm", "UI-R-LARM", "adversarial", _LINEAR, ("learning_rate", "C", "B"),
-            USER_ITEM_ADVERSARY, entry_rank_objective,
-        ),
-    )
-}  # fmt: skip
-"""Every model, in the order of the paper's tables."""
-
-MODELS = tuple(REGISTRY)
-ADVERSARIAL_MODELS = tuple(n for n, s in REGISTRY.items() if s.kind == "adversarial")
-HYPERPARAMETERS: dict[str, tuple[str, ...]] = {n: s.hyperparameters for n, s in REGISTRY.items()}
-"""The `ModelConfig` fields each model uses: what results record and a grid may sweep
-(max_epochs, patience, product and adam_eps say how a run is carried out, not which
-model it fits)."""
-MODEL_LABELS = {n: s.label for n, s in REGISTRY.items()}
-
-
-def model_hyperparameters(model: str, config: ModelConfig) -> dict:
-    """The hyperparameters `model` uses, for results, tables and a run's identity (the
-    learner's fields only when it is not the paper's dense W, which records as before)."""
-    names = HYPERPARAMETERS[model]
-    if config.learner != "dense":
-        own = "rank" if config.learner == "low_rank" else "dropout_p"  # the learner's own
-        names = (*names, "learner", *(n for n in (own,) if n not in names))
-    if model in ADVERSARIAL_MODELS and config.adversary_learning_rate is not None:
-        names = (*names, "adversary_learning_rate")
-    return {name: getattr(config, name) for name in names}
-
-
 OWN_DATA = ("interactions", "lines")
 """Datasets a user brings (`--dataset=interactions|lines`): `own_data_defaults` applies."""
 
@@ -432,126 +295,19 @@ def model_config(
     if unknown:
         raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
     # An integer where a float is meant (learning_rate=1) would reach JAX as an int32.
-    floats = (*_FLOATS, "adversary_learning_rate")
+    floats = (*config_checks.FLOATS, "adversary_learning_rate")
     given = {k: float(v) if k in floats and type(v) is int else v for k, v in given.items()}
     config = dataclasses.replace(ModelConfig(), **{**table, **given})
     validate_model_config(config, model)
     return config
 
 
-_FLOATS = ("C", "beta", "B", "learning_rate", "adam_eps", "alpha", "dropout_p")
-_INTS = (
-    "hidden_dim",
-    "batch_size",
-    "max_epochs",
-    "patience",
-    "warmup_epochs",
-    "rounds",
-    "groups",
-    "rank",
-)
-# Past this a value overflows float32 (or, for counts, int32) in the computation.
-_FLOAT_MAX, _INT_MAX = 1e30, 2**31 - 1
-MAX_HIDDEN_DIM = 10_000
-"""d of R-LARM(NN): the paper's are 5-9; a wider adversary is a typo, not a model."""
-MAX_BETA = 10.0
-"""EASE-IPW's β: the paper's are 0.4-0.8; past ~70, θ^-β underflows to 0 for every user."""
-
-
-def _check_numbers(config: ModelConfig) -> None:
-    for name in _FLOATS:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ConfigError(f"--{name} must be a number, got {value!r}")
-        if not math.isfinite(value) or abs(value) > _FLOAT_MAX:
-            raise ConfigError(f"--{name} must be finite and at most {_FLOAT_MAX:g}, got {value}")
-    for name in _INTS:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ConfigError(f"--{name} must be an integer, got {value!r}")
-        if abs(value) > _INT_MAX:
-            raise ConfigError(f"--{name} must be at most {_INT_MAX}, got {value}")
-
-
 def validate_model_config(config: ModelConfig, model: str) -> None:
-    """Raises ConfigError naming the flag when a hyperparameter is out of range.
-
-    Every number must be finite and of a size the computation holds (NaN, ±inf or 1e300
-    would train to a non-finite W with finite-looking metrics); the ones `model` uses
-    must be in their range.
-    """
-    _check_numbers(config)
-    _validate_learner(config, model)
-    if config.C <= 0:
-        raise ConfigError(f"--C must be > 0, got {config.C}")
-    if config.beta < 0:
-        raise ConfigError(f"--beta must be >= 0, got {config.beta}")
-    if config.beta > MAX_BETA:
-        raise ConfigError(f"--beta must be at most {MAX_BETA:g}, got {config.beta}")
-    _validate_worst_case(config, model)
-    if model in ADVERSARIAL_MODELS:
-        if config.B <= 0:
-            raise ConfigError(f"--B must be > 0, got {config.B}")
-        if config.learning_rate <= 0:
-            raise ConfigError(f"--learning_rate must be > 0, got {config.learning_rate}")
-        _check_adversary_learning_rate(config.adversary_learning_rate)
-        if config.adam_eps <= 0:
-            raise ConfigError(f"adam_eps must be > 0, got {config.adam_eps}")
-        if not 1 <= config.hidden_dim <= MAX_HIDDEN_DIM:
-            raise ConfigError(
-                f"--hidden_dim (d) must be in [1, {MAX_HIDDEN_DIM}], got {config.hidden_dim}"
-            )
-        if config.batch_size < 1:
-            raise ConfigError(f"--batch_size must be >= 1, got {config.batch_size}")
-        if config.max_epochs < 1 or config.patience < 1 or config.warmup_epochs < 0:
-            raise ConfigError("--max_epochs and --patience must be >= 1, --warmup_epochs >= 0")
-        if config.product not in PRODUCTS:
-            raise ConfigError(
-                f"--product must be one of {', '.join(PRODUCTS)}, got {config.product!r}"
-            )
-
-
-def _check_adversary_learning_rate(value) -> None:
-    if value is None:
-        return
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or not 0 < value <= _FLOAT_MAX:
-        raise ConfigError(f"--adversary_learning_rate must be a number > 0, got {value!r}")
+    """Raises ConfigError naming the flag when a hyperparameter is out of range
+    (`config_checks.validate_model_config`)."""
+    config_checks.validate_model_config(config, model, ADVERSARIAL_MODELS)
 
 
 def config_warnings(config: ModelConfig, model: str) -> list[str]:
     """Settings that are valid but probably not meant, as sentences (launch logs them)."""
-    if model in ADVERSARIAL_MODELS and config.warmup_epochs >= config.max_epochs:
-        return [
-            f"--warmup_epochs={config.warmup_epochs} >= --max_epochs={config.max_epochs}: "
-            "the adversary never trains (the run is the learner alone)"
-        ]
-    return []
-
-
-def _validate_worst_case(config: ModelConfig, model: str) -> None:
-    """CVaR-EASE's α and rounds, EDLAE's dropout p, group DRO's groups (>= 2 here; at
-    most the training users is checked where the split is known)."""
-    if model == "cvar_ease" and not 0 < config.alpha <= 1:
-        raise ConfigError(f"--alpha (CVaR level) must be in (0, 1], got {config.alpha}")
-    if model == "cvar_ease" and config.rounds < 1:
-        raise ConfigError(f"--rounds must be an integer >= 1, got {config.rounds}")
-    if model == "cvar_ease" and config.cvar_loss not in ("squared", "rank"):
-        raise ConfigError(f"--cvar_loss must be squared or rank, got {config.cvar_loss!r}")
-    if (model == "edlae" or config.learner == "edlae") and not 0 <= config.dropout_p < 1:
-        raise ConfigError(f"--dropout_p must be in [0, 1), got {config.dropout_p}")
-    if model == "group_dro" and config.groups < 2:
-        raise ConfigError(f"--groups must be an integer >= 2, got {config.groups}")
-
-
-def _validate_learner(config: ModelConfig, model: str) -> None:
-    # The rank's upper bound (the items) is checked where the data is known.
-    if config.learner not in LEARNERS:
-        raise ConfigError(f"--learner must be one of {', '.join(LEARNERS)}, got {config.learner!r}")
-    if config.learner != "dense" and model not in ADVERSARIAL_MODELS:
-        raise ConfigError(
-            f"--learner={config.learner}: {model} is a closed form (dense W); the learner "
-            f"is chosen for {', '.join(ADVERSARIAL_MODELS)}"
-        )
-    if config.rank < 1:
-        raise ConfigError(f"--rank must be >= 1, got {config.rank}")
+    return config_checks.config_warnings(config, model, ADVERSARIAL_MODELS)
