@@ -279,7 +279,7 @@ def best_cells(paths: list[str]) -> dict[str, str]:
     return cells
 
 
-def _holds_run(cell_dir: str, *, model: str, config: ModelConfig, seed: int, dataset, data):
+def _holds_run(cell_dir: str, *, model: str, config: ModelConfig, seed: int, dataset, data) -> bool:
     """Whether `cell_dir` holds this run finished: the identity `_reusable` checks
     (dataset, data statistics, model, seed, hyperparameters) and, for the adversarial
     models, the same max_epochs and patience. Another run is False, never an error."""
@@ -299,11 +299,9 @@ def _holds_run(cell_dir: str, *, model: str, config: ModelConfig, seed: int, dat
     if identity_differences(recorded, expected):
         return False
     budget = recorded.get("model_config") or {}
-    same = (budget.get("max_epochs"), budget.get("patience")) == (
-        config.max_epochs,
-        config.patience,
-    )
-    return same or model not in ADVERSARIAL_MODELS  # a closed form has no budget
+    old = (budget.get("max_epochs"), budget.get("patience"))
+    # A closed form has no budget; an adversarial run of another budget is another run.
+    return model not in ADVERSARIAL_MODELS or old == (config.max_epochs, config.patience)
 
 
 def _link_files(source: str, target: str) -> None:
