@@ -21,7 +21,13 @@ Definitions used throughout:
     `100 · (mean_model − mean_EASE) / mean_EASE` over the bucket (NaN when mean_EASE is
     0; `diff_mean`, the absolute difference, is always given); p-values are two-sided
     paired t-tests (`scipy.stats.ttest_rel`) of the per-user NDCG@100 of the model
-    against EASE and against EASE-IPW on the same users.
+    against EASE and against EASE-IPW on the same users. Each baseline's p-values over
+    every q level and model form one family, adjusted by Holm's step-down (`holm`):
+    `p_holm_vs_*`; the `sig_*` columns compare the adjusted p with alpha.
+  * Holm–Bonferroni: with the family's m non-NaN p-values sorted, p_(1) <= ... <= p_(m),
+    the adjusted p_(k) is min(1, max_{j<=k} (m − j + 1)·p_(j)); NaNs stay NaN and are not
+    counted in m. It controls the family-wise error rate at alpha for any dependence
+    between the tests (the q buckets are nested, so theirs are strongly dependent).
   * Adversary AUC: ROC AUC of the raw score s_u for telling planted minority users
     (`group != 0`) from the majority, via the Mann–Whitney U statistic on average ranks
     (ties count one half); for an item-level adversary, of its item logits t_i for
@@ -43,7 +49,7 @@ _WORST_USERS_COLUMNS = (
     "percent", "model", "label", "n_users", "share_pct", "threshold", "tied_at_cut",
     "tied_left_out", "ease_mean", "mean", "diff_mean",
     "improvement_pct", "t_vs_ease", "p_vs_ease", "t_vs_ease_ipw", "p_vs_ease_ipw",
-    "sig_vs_ease", "sig_vs_ease_ipw",
+    "p_holm_vs_ease", "p_holm_vs_ease_ipw", "sig_vs_ease", "sig_vs_ease_ipw",
 )  # fmt: skip
 
 
@@ -181,6 +187,25 @@ def paired_pvalue(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+def holm(pvalues: np.ndarray) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values of one family `pvalues: [...]` (module docstring).
+
+    NaN entries stay NaN and do not count in the family size m; the result has the
+    input's shape, float64, and keeps the order of the raw p-values.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    flat = p.ravel()
+    out = np.full(flat.shape, np.nan)
+    present = np.flatnonzero(~np.isnan(flat))
+    order = present[np.argsort(flat[present], kind="stable")]
+    m = order.size
+    # Step-down: the k-th smallest is scaled by m - k + 1; the running max keeps the
+    # adjusted values in the raw values' order.
+    scaled = (m - np.arange(m)) * flat[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out.reshape(p.shape)
+
+
 def worst_users_improvement(
     ndcg: dict[str, np.ndarray],
     *,
@@ -202,7 +227,8 @@ def worst_users_improvement(
       One row per (q, model other than EASE): n_users (k), share_pct (100·k/n),
       threshold, tied_at_cut, tied_left_out, ease_mean, mean, diff_mean,
       improvement_pct, t/p against EASE and EASE-IPW (NaN when EASE-IPW is absent or is
-      the model), sig_vs_ease, sig_vs_ease_ipw (p < alpha).
+      the model), p_holm_vs_ease and p_holm_vs_ease_ipw (`holm` over each column: all q
+      levels × models), sig_vs_ease, sig_vs_ease_ipw (Holm-adjusted p < alpha).
     """
     # Over 60 lines for the row literal below, which names every column of the table.
     if "ease" not in ndcg:
@@ -244,11 +270,14 @@ def worst_users_improvement(
                     "p_vs_ease": p_e,
                     "t_vs_ease_ipw": t_i,
                     "p_vs_ease_ipw": p_i,
-                    "sig_vs_ease": bool(p_e < alpha),
-                    "sig_vs_ease_ipw": bool(p_i < alpha),
                 }
             )
-    return pd.DataFrame(rows, columns=list(_WORST_USERS_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(_WORST_USERS_COLUMNS))
+    for baseline in ("ease", "ease_ipw"):  # one family per baseline
+        adjusted = holm(table[f"p_vs_{baseline}"].to_numpy(dtype=np.float64))
+        table[f"p_holm_vs_{baseline}"] = adjusted
+        table[f"sig_vs_{baseline}"] = adjusted < alpha  # NaN: False
+    return table
 
 
 def group_table(per_user: dict[str, dict], *, metric: str = "ndcg@100") -> pd.DataFrame:

@@ -99,8 +99,8 @@ def worst_users_figure(
 ) -> Figure:
     """Figure 2: % NDCG@100 improvement over EASE on EASE's bottom-q% users.
 
-    A `*` above a bar marks a paired t-test against EASE significant at `alpha`, a `†`
-    one against EASE-IPW.
+    A `*` above a bar marks a paired t-test against EASE significant at `alpha` after
+    Holm's correction (the table's `sig_*` columns), a `†` one against EASE-IPW.
 
     Args:
       table: `analysis.worst_users_improvement` output.
@@ -130,7 +130,7 @@ def worst_users_figure(
     ax.set_xticks(x, [f"{p}%" for p in percents])
     ax.set_xlabel(f"bottom q% of {split} users by EASE NDCG@100")
     ax.set_ylabel("NDCG@100 improvement over EASE (%)")
-    ax.plot([], [], " ", label=f"* p<{alpha:g} vs EASE, † vs EASE-IPW (paired t)")
+    ax.plot([], [], " ", label=f"* Holm p<{alpha:g} vs EASE, † vs EASE-IPW (paired t)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)

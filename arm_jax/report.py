@@ -226,7 +226,12 @@ def summary(analysis: Analysis) -> dict:
             "cvar_vs_ease": "paired bootstrap (same resamples) of CVaR_q(model) - "
             "CVaR_q(EASE); p = min(1, 2(1 + min(#d<=0, #d>=0))/(B+1))",
             "zero_share": "fraction of users with NDCG@100 = 0",
-            "p_values": "two-sided scipy.stats.ttest_rel of per-user NDCG@100",
+            "p_values": "two-sided scipy.stats.ttest_rel of per-user NDCG@100; "
+            "p_holm_vs_ease / p_holm_vs_ease_ipw: Holm-Bonferroni step-down adjustment over "
+            "one family per baseline (every q level x model compared with it; NaN p-values "
+            "left out); sig_vs_* compare the adjusted p with alpha",
+            "p_holm_cvar": "worst_off p_holm_vs_ease: Holm over every model x q compared "
+            "with EASE by the paired bootstrap",
             "auc": "Mann-Whitney U / (n_minority*n_majority), score vs group != 0",
         },
         "table2": _records(analysis.table2),
@@ -268,10 +273,11 @@ def summary_markdown(analysis: Analysis) -> str:
         q = SUMMARY_PERCENTS  # the README's rows; every q is in fig2_worst_users.csv
         cols = [
             "percent", "label", "n_users", "tied_left_out", "diff_mean", "improvement_pct",
-            "p_vs_ease", "p_vs_ease_ipw",
+            "p_vs_ease", "p_vs_ease_ipw", "p_holm_vs_ease", "p_holm_vs_ease_ipw",
         ]  # fmt: skip
         text += "\n## NDCG@100 improvement over EASE on EASE's bottom q% users\n\n"
         text += markdown_table(wu[wu["percent"].isin(q)][cols])
+        text += _holm_note(wu, {"EASE": "p_vs_ease", "EASE-IPW": "p_vs_ease_ipw"}, "paired t")
     text += _worst_off_markdown(analysis)
     if analysis.groups is not None:
         text += "\n## NDCG@100 per planted group (0 = majority)\n\n"
@@ -283,6 +289,35 @@ def summary_markdown(analysis: Analysis) -> str:
         text += "\n## Item adversaries' logits vs planted niche items (ROC AUC)\n\n"
         text += markdown_table(analysis.item_auc.drop(columns=["model"]))
     return text
+
+
+def _holm_note(table: pd.DataFrame, families: dict[str, str], test: str) -> str:
+    """The line under a Markdown table of p-values: the Holm families and their sizes.
+
+    Args:
+      table: the whole table (every q level, not only the rows shown), with `percent`,
+        `model` and, per family, its raw p-value column.
+      families: {baseline label: raw p column}; its `p_holm_` column is the adjusted one.
+      test: the test's name, e.g. "paired t".
+    """
+    parts = []
+    for label, column in families.items():
+        tested = table[table[column].notna()]
+        if not len(tested):
+            continue
+        n_q, n_m = tested["percent"].nunique(), tested["model"].nunique()
+        shape = f"{n_q} q levels × {n_m} models" + (
+            "" if len(tested) == n_q * n_m else ", those with a p-value"
+        )
+        parts.append(f"over {len(tested)} tests against {label} ({shape})")
+    if not parts:
+        return ""
+    holm_columns = ", ".join(c.replace("p_", "p_holm_", 1) for c in families.values())
+    raw = ", ".join(families.values())
+    return (
+        f"\n{holm_columns}: {test} p-values Holm-corrected {' and '.join(parts)}; one "
+        f"family per baseline, every q level computed included. {raw}: unadjusted.\n"
+    )
 
 
 def _worst_off_markdown(analysis: Analysis) -> str:
@@ -301,7 +336,9 @@ def _worst_off_markdown(analysis: Analysis) -> str:
         "" if np.isnan(d) else f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
         for d, lo, hi in zip(wo["diff_vs_ease"], wo["diff_lo"], wo["diff_hi"])
     ]
-    text += markdown_table(wo[["percent", "label", "k", "CVaR", "diff vs EASE", "p_vs_ease"]])
+    cols = ["percent", "label", "k", "CVaR", "diff vs EASE", "p_vs_ease", "p_holm_vs_ease"]
+    text += markdown_table(wo[cols])
+    text += _holm_note(analysis.worst_off, {"EASE": "p_vs_ease"}, "paired bootstrap")
     text += "\n## Users with NDCG@100 = 0\n\n"
     text += markdown_table(analysis.zeros.drop(columns=["model"]))
     return text

@@ -8,6 +8,10 @@ smaller one is refused). The best cell is the one with the highest validation
 NDCG@100, the first in grid order on ties. Test metrics are computed by every cell (its
 `results.json`) but are not shown by a sweep: the paper evaluates the test users once,
 on the model selected (§5.1).
+
+`reproduce_models` reuses the best cell (best.json's `workdir`) instead of retraining it
+when it holds the very run reproduce would train, the same budget included: its files
+are hard-linked (copied where links fail) into the new model workdir (`reuse_cell`).
 """
 
 import concurrent.futures
@@ -15,6 +19,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import shutil
 from collections.abc import Callable
 
 import pandas as pd
@@ -24,8 +29,8 @@ from arm_jax.data import split_stats
 from arm_jax.errors import ConfigError, DataError
 from arm_jax.experiment import check_workdir, run_experiment
 from arm_jax.grids import cell_name
-from arm_jax.identity import identity_differences, run_identity
-from arm_jax.io import read_json
+from arm_jax.identity import RUN_IDENTITY, identity_differences, run_identity
+from arm_jax.io import LOCK_NAME, read_json
 
 SELECTION_METRIC = "valid_ndcg@100"
 
@@ -260,6 +265,90 @@ def best_overrides(
     return overrides
 
 
+def best_cells(paths: list[str]) -> dict[str, str]:
+    """{model: the best cell's folder} of the best.json files at `paths` that record one
+    (`sweep_report`'s `workdir`; older files do not). Check them with `best_overrides`."""
+    cells = {}
+    for path in paths:
+        try:
+            best = read_json(path)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: not a sweep's best.json ({e})") from e
+        if isinstance(best, dict) and isinstance(best.get("workdir"), str):
+            cells[best.get("model")] = best["workdir"]
+    return cells
+
+
+def _holds_run(cell_dir: str, *, model: str, config: ModelConfig, seed: int, dataset, data) -> bool:
+    """Whether `cell_dir` holds this run finished: the identity `_reusable` checks
+    (dataset, data statistics, model, seed, hyperparameters) and, for the adversarial
+    models, the same max_epochs and patience. Another run is False, never an error."""
+    if not is_finished(cell_dir):
+        return False
+    try:
+        recorded = read_json(os.path.join(cell_dir, "config.json"))
+    except (OSError, ValueError):
+        return False
+    keys = ("dataset", "model", "seed", "hyperparameters", "data")
+    if not isinstance(recorded, dict) or any(k not in recorded for k in keys):
+        return False
+    expected = run_identity(
+        dataset=dataset, model=model, config=config, seed=seed, dtype="float32", data=data
+    )
+    expected = {k: expected[k] for k in RUN_IDENTITY if expected.get(k) is not None}
+    if identity_differences(recorded, expected):
+        return False
+    budget = recorded.get("model_config") or {}
+    old = (budget.get("max_epochs"), budget.get("patience"))
+    # A closed form has no budget; an adversarial run of another budget is another run.
+    return model not in ADVERSARIAL_MODELS or old == (config.max_epochs, config.patience)
+
+
+def _link_files(source: str, target: str) -> None:
+    """A new folder `target` holding hard links to (or copies of) the files directly in
+    `source`; folders (checkpoints/) and the lock are left out. Built beside `target` and
+    renamed, so `target` never exists half-filled."""
+    tmp = f"{os.path.abspath(target)}.linking-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run of this pid
+    os.makedirs(tmp)
+    try:
+        for entry in os.scandir(source):
+            if entry.name == LOCK_NAME or not entry.is_file(follow_symlinks=False):
+                continue
+            dest = os.path.join(tmp, entry.name)
+            if entry.name.endswith(".jsonl"):  # appended in place: a copy, not a link
+                shutil.copy2(entry.path, dest)
+                continue
+            try:
+                os.link(entry.path, dest)
+            except OSError:  # another file system, or no hard links there
+                shutil.copy2(entry.path, dest)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def reuse_cell(
+    cell_dir: str, workdir: str, *, model: str, config: ModelConfig, seed: int, dataset, data
+) -> bool:
+    """Fills a new `workdir` from the finished sweep cell `cell_dir` if it holds this run.
+
+    Returns:
+      True if `workdir` did not exist and `cell_dir` holds the run (`_holds_run`): its
+      files (config.json, results.json, per_user_*.npz, model.npz, adversary files,
+      metrics.jsonl) are now in `workdir`, hard-linked where the file system allows.
+      False otherwise, with nothing written.
+    """
+    if os.path.lexists(workdir):
+        return False
+    held = _holds_run(cell_dir, model=model, config=config, seed=seed, dataset=dataset, data=data)
+    if held:
+        os.makedirs(os.path.dirname(os.path.abspath(workdir)), exist_ok=True)
+        _link_files(cell_dir, workdir)
+    return held
+
+
 def reproduce_models(
     load_split: Callable[[], object],
     *,
@@ -269,39 +358,44 @@ def reproduce_models(
     best: dict[str, dict] | None = None,
     overrides: dict | None = None,
     seed: int = 0,
+    cells: dict[str, str] | None = None,
+    on_reuse: Callable[[str, str], None] | None = None,
 ) -> list[str]:
     """Trains (or reuses, when it holds the same run finished) each model into
     `<workdir>/<model>/`.
 
     Args:
       load_split: see `train_cell`; called once.
-      dataset: picks the `model_config` defaults; finished runs of another dataset or
-        split in `workdir` are refused, not reused.
+      dataset: picks the `model_config` defaults (with the split's training users, for
+        `configs.own_data_defaults`); finished runs of another dataset or split in
+        `workdir` are refused, not reused.
       workdir: the parent folder.
       models: which models.
       best: {model: hyperparameters} from sweeps (`best_overrides`); else the defaults.
       overrides: settings applied to every model before `best` (e.g. max_epochs).
       seed: every run's seed.
+      cells: {model: its sweep's best cell folder} (`best_cells`): a model whose
+        workdir does not exist yet is filled from it when it holds the same run
+        (`reuse_cell`) instead of being retrained.
+      on_reuse: called with (model, cell folder) for each model so filled.
 
     Returns:
       The model workdirs, in `models` order.
     """
     split = load_split()
     data = split_stats(split)
+    n_train_users = split.train.shape[0]
     workdirs = []
     for model in models:
         given = {**(overrides or {}), **(best or {}).get(model, {})}
-        config = model_config(dataset, model, **given)
+        config = model_config(dataset, model, n_train_users=n_train_users, **given)
         path = os.path.join(workdir, model)
-        workdirs.append(
-            train_cell(
-                lambda: split,
-                model=model,
-                config=config,
-                workdir=path,
-                seed=seed,
-                dataset=dataset,
-                data=data,
-            )
-        )
+        run = dict(model=model, config=config, seed=seed, dataset=dataset, data=data)
+        cell = (cells or {}).get(model)
+        if cell is not None and reuse_cell(cell, path, **run):
+            if on_reuse is not None:
+                on_reuse(model, cell)
+            workdirs.append(path)
+            continue
+        workdirs.append(train_cell(lambda: split, workdir=path, **run))
     return workdirs

@@ -15,7 +15,9 @@ tables here follow each model's own worst users. Definitions (float64 throughout
     resample b gives d_b = CVaR_q(model) − CVaR_q(EASE), each model's CVaR over its own
     worst users of that resample. Reported: the difference on the data, the percentile
     interval of d_b and the two-sided bootstrap p-value
-    p = min(1, 2·(1 + min(#{d_b <= 0}, #{d_b >= 0})) / (B + 1)).
+    p = min(1, 2·(1 + min(#{d_b <= 0}, #{d_b >= 0})) / (B + 1)). Those p-values, over
+    every model compared with EASE and every q, form one family: `p_holm_vs_ease` is
+    Holm's adjustment of it (`analysis.holm`).
   * Zero share: the fraction of users with NDCG@100 exactly 0 (no held-out item in the
     top 100).
 """
@@ -23,7 +25,7 @@ tables here follow each model's own worst users. Definitions (float64 throughout
 import numpy as np
 import pandas as pd
 
-from arm_jax.analysis import MODEL_LABELS
+from arm_jax.analysis import MODEL_LABELS, holm
 from arm_jax.errors import ConfigError
 
 CVAR_PERCENTS = (10, 20, 30)
@@ -111,7 +113,8 @@ def worst_off_table(
 
     Returns:
       One row per (model, q): n_users, k, cvar, cvar_lo, cvar_hi, and against EASE
-      (NaN for EASE itself or without EASE): diff_vs_ease, diff_lo, diff_hi, p_vs_ease.
+      (NaN for EASE itself or without EASE): diff_vs_ease, diff_lo, diff_hi, p_vs_ease,
+      p_holm_vs_ease (`holm` over every model's and q's p_vs_ease).
     """
     boot = bootstrap_cvar(ndcg, percents, n_boot=n_boot, seed=seed)
     tails = (50 * (1 - level), 50 * (1 + level))
@@ -138,7 +141,9 @@ def worst_off_table(
                 row.update(diff_lo=float(lo), diff_hi=float(hi))
                 row["p_vs_ease"] = paired_bootstrap_pvalue(d)
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table["p_holm_vs_ease"] = holm(table["p_vs_ease"].to_numpy(dtype=np.float64))
+    return table
 
 
 def zero_share_table(ndcg: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -5,7 +5,9 @@ r"""Trains (or reuses) EASE, EASE-IPW, ARM, R-LARM and R-LARM(NN), then analyzes
 
 Each model goes to <workdir>/<model>/ (skipped when its results.json exists) with the
 hyperparameters of its sweep's best.json if given, else the defaults of
-arm_jax/configs.py; Table 2 and Figures 1-2 go to <workdir>/analysis/.
+arm_jax/configs.py; a sweep's best cell that holds the same run finished (the same
+max_epochs and patience included) is hard-linked there instead of being retrained.
+Table 2 and Figures 1-2 go to <workdir>/analysis/.
 """
 
 import os
@@ -49,6 +51,8 @@ def main(argv):
         best=best,
         overrides={"max_epochs": _MAX_EPOCHS.value, "patience": _PATIENCE.value},
         seed=_data_flags.SEED.value,
+        cells=sweep.best_cells(_BEST.value),
+        on_reuse=lambda model, cell: print(f"{model}: reused the sweep's best cell {cell}"),
     )
     analysis = report.analyze_workdirs(workdirs)
     outdir = os.path.join(_WORKDIR.value, "analysis")

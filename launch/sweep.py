@@ -33,17 +33,27 @@ flags.adopt_module_key_flags(_data_flags)  # --help lists them
 flags.adopt_module_key_flags(_cli)
 
 
+def _loader(load, workers: int):
+    """(training users, the loader `run_sweep` gets): the split read once here, kept for
+    one process; worker processes get `load` (picklable) and read their own."""
+    split = load()
+    return split.train.shape[0], (load if workers > 1 else lambda: split)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if _WORKERS.value > 1:  # several processes share one accelerator
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     dataset, model, out = _data_flags.DATASET.value, _MODEL.value, _SWEEP_DIR.value
-    base = configs.model_config(
-        dataset, model, max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value
-    )
+    budget = dict(max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value)
+    configs.model_config(dataset, model, **budget)  # refused before reading the data
     cells = grids.expand_grid(grids.load_grid(_GRID.value, dataset, model))
-    load = functools.partial(load_split, **_data_flags.split_arguments())
+    n_train_users, load = _loader(
+        functools.partial(load_split, **_data_flags.split_arguments()), _WORKERS.value
+    )
+    # As launch/train.py: the training users set the own-data batch cap.
+    base = configs.model_config(dataset, model, n_train_users=n_train_users, **budget)
     sweep.run_sweep(
         load, model=model, base_config=base, cells=cells, sweep_dir=out,
         num_workers=_WORKERS.value, seed=_data_flags.SEED.value, dataset=dataset,

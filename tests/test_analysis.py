@@ -150,7 +150,7 @@ def test_worst_users_improvement_consistent_with_scipy():
             assert row.p_vs_ease == pytest.approx(
                 scipy.stats.ttest_rel(ndcg[model][mask], base[mask]).pvalue, rel=1e-10
             )
-            assert row.sig_vs_ease == (row.p_vs_ease < 0.05)
+            assert row.sig_vs_ease == (row.p_holm_vs_ease < 0.05)  # Holm-adjusted
             if model == "ease_ipw":
                 assert np.isnan(row.p_vs_ease_ipw)
             else:
@@ -158,6 +158,64 @@ def test_worst_users_improvement_consistent_with_scipy():
                 assert row.p_vs_ease_ipw == pytest.approx(ref, rel=1e-10)
     with pytest.raises(ArmJaxError, match="EASE"):
         analysis.worst_users_improvement({"rlarm": base})
+
+
+def _ref_holm(p):
+    """Holm's step-down, written out: sorted ascending, the k-th (1-based) of m scaled by
+    m - k + 1, a running maximum, capped at 1; NaNs left out."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.size, np.nan)
+    present = [i for i in range(p.size) if not np.isnan(p[i])]
+    m = len(present)
+    running = 0.0
+    for k, i in enumerate(sorted(present, key=lambda i: p[i]), start=1):
+        running = max(running, (m - k + 1) * p[i])
+        out[i] = min(1.0, running)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_holm_matches_stepdown_reference(seed):
+    rng = np.random.default_rng(seed)
+    p = rng.random(40) ** 3  # many small p-values, some adjusted past 1
+    p[rng.random(40) < 0.2] = np.nan
+    p[5] = p[6] = 0.0123  # tied p-values get one adjusted value
+    got = analysis.holm(p)
+    np.testing.assert_allclose(got, _ref_holm(p), rtol=1e-15, equal_nan=True)
+    assert np.array_equal(np.isnan(got), np.isnan(p))
+    kept = ~np.isnan(p)  # NaNs do not count in the family size
+    np.testing.assert_allclose(got[kept], analysis.holm(p[kept]), rtol=1e-15)
+    assert np.all(got[kept] >= p[kept]) and np.all(got[kept] <= 1.0)
+    order = np.argsort(p[kept], kind="stable")
+    assert np.all(np.diff(got[kept][order]) >= 0)  # monotone in the raw p-values
+    np.testing.assert_allclose(analysis.holm(p.reshape(5, 8)), got.reshape(5, 8), rtol=0)
+
+
+def test_holm_textbook_example():
+    # Four tests at alpha = 0.05 (Holm 1979's procedure as in the textbooks): sorted
+    # 0.005, 0.01, 0.03, 0.04 -> 4·0.005, 3·0.01, 2·0.03, max(0.06, 1·0.04).
+    got = analysis.holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(got, [0.03, 0.06, 0.06, 0.02], rtol=1e-15)
+    assert analysis.holm([]).size == 0 and np.isnan(analysis.holm([np.nan])).all()
+    np.testing.assert_allclose(analysis.holm([0.3, 0.9]), [0.6, 0.9])
+
+
+def test_worst_users_holm_columns_over_one_family_per_baseline():
+    rng = np.random.default_rng(8)
+    base = rng.random(200)
+    ndcg = {"ease": base, "ease_ipw": base + 0.03 * rng.standard_normal(200)}
+    for i, m in enumerate(("arm", "rlarm", "rlarm_nn")):
+        ndcg[m] = base + 0.01 * i + 0.05 * rng.standard_normal(200)
+    table = analysis.worst_users_improvement(ndcg, percents=(10, 30, 50, 100), alpha=0.1)
+    for baseline in ("ease", "ease_ipw"):
+        raw = table[f"p_vs_{baseline}"].to_numpy()
+        np.testing.assert_allclose(
+            table[f"p_holm_vs_{baseline}"], _ref_holm(raw), rtol=1e-15, equal_nan=True
+        )
+        assert (table[f"sig_vs_{baseline}"] == (table[f"p_holm_vs_{baseline}"] < 0.1)).all()
+    assert table["p_vs_ease"].notna().sum() == 4 * 4  # q levels × models vs EASE
+    assert table["p_vs_ease_ipw"].notna().sum() == 4 * 3
+    assert (table["p_holm_vs_ease"] >= table["p_vs_ease"]).all()
 
 
 def test_loss_by_fold_in_buckets():
@@ -214,6 +272,17 @@ def test_analyze_and_write_report(tmp_path):
         "table2.csv", "table2.md", "fig1_loss_by_fold_in.png", "fig2_worst_users.png",
         "fig2_worst_users.csv", "groups.csv", "adversary_auc.csv", "analysis.json",
     }  # fmt: skip
+    text = (tmp_path / "out" / "summary.md").read_text()  # the Holm families, stated
+    assert (
+        "p_holm_vs_ease, p_holm_vs_ease_ipw: paired t p-values Holm-corrected over 40 tests "
+        "against EASE (10 q levels × 4 models) and over 30 tests against EASE-IPW (10 q "
+        "levels × 3 models); one family per baseline" in text
+    )
+    assert "Holm-corrected over 12 tests against EASE (3 q levels × 4 models)" in text
+    assert "| p_holm_vs_ease | p_holm_vs_ease_ipw |" in text
+    records = json.loads((tmp_path / "out" / "analysis.json").read_text())["worst_users"]
+    holm = analysis.holm([np.nan if r["p_vs_ease"] is None else r["p_vs_ease"] for r in records])
+    np.testing.assert_allclose([r["p_holm_vs_ease"] for r in records], holm, rtol=1e-15)
     with pytest.raises(ArmJaxError, match="EASE"):
         report.analyze_workdirs([paths["rlarm"], paths["arm"]])
     with pytest.raises(ConfigError, match="n_buckets"):

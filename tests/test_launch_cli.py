@@ -71,8 +71,10 @@ def test_analyze_writes_beside_the_workdirs_and_shows_q_10_20_30(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     summary = (tmp_path / "runs" / "analysis" / "summary.md").read_text()
     section = summary.split("bottom q% users")[1].split("##")[0]
-    shown = {int(line.split("|")[1]) for line in section.splitlines()[4:] if line.strip()}
+    rows = [line for line in section.splitlines()[4:] if line.startswith("|")]
+    shown = {int(line.split("|")[1]) for line in rows}
     assert shown == {10, 20, 30}
+    assert "Holm-corrected over 20 tests against EASE (10 q levels × 2 models)" in section
     assert section in out.stdout
     # One model workdir given: its parent folder holds the analysis.
     out = _launch("analyze.py", "--workdirs=runs/ease,runs/rlarm", "--alpha=0.1", cwd=tmp_path)

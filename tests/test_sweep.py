@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arm_jax import configs, grids, sweep
+from arm_jax import configs, grids, report, sweep
 from arm_jax.configs import model_config
+from arm_jax.data import load_split, synthetic_split
 from arm_jax.errors import ConfigError, DataError
 from arm_jax.io import write_json
 
@@ -120,6 +121,122 @@ def test_collect_results_and_best_cell(tmp_path):
         sweep.best_cell(sweep.collect_results(str(tmp_path / "none"), cells))
 
 
+# ------------------------------------------------------- reproduce reuses the best cell
+def _sweep_best(split, sweep_dir, model, grid, **budget):
+    """A sweep of `model` on `split` with `grid` and the budget; its best.json path."""
+    cells = grids.expand_grid(grid)
+    base = model_config("synthetic", model, **budget)
+    sweep.run_sweep(lambda: split, model=model, base_config=base, cells=cells,
+                    sweep_dir=str(sweep_dir), dataset="synthetic")  # fmt: skip
+    table = sweep.collect_results(str(sweep_dir), cells)
+    best = sweep.sweep_report(table, sweep.best_cell(table), dataset="synthetic", model=model,
+                              cells=cells, sweep_dir=str(sweep_dir))  # fmt: skip
+    path = str(sweep_dir / "best.json")
+    write_json(path, best)
+    return path
+
+
+def test_reproduce_reuses_the_best_cell_of_the_same_run(tmp_path, monkeypatch):
+    split = synthetic_split(seed=0, n_users=300, n_items=120)
+    budget = dict(max_epochs=2, patience=1)
+    paths = [
+        _sweep_best(split, tmp_path / "sweep_ease", "ease", {"C": [0.1, 0.4]}),
+        _sweep_best(split, tmp_path / "sweep_rlarm", "rlarm", {"B": [10.0]}, **budget),
+    ]
+    best = sweep.best_overrides(paths, dataset="synthetic")
+    cells = sweep.best_cells(paths)
+    assert set(cells) == {"ease", "rlarm"} and all(os.path.isdir(c) for c in cells.values())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained a cell that holds the same run")
+
+    monkeypatch.setattr(sweep, "run_experiment", no_training)
+    reused = []
+    work = tmp_path / "repro"
+    workdirs = sweep.reproduce_models(
+        lambda: split, dataset="synthetic", workdir=str(work), models=("ease", "rlarm"),
+        best=best, overrides=budget, cells=cells, on_reuse=lambda *a: reused.append(a),
+    )  # fmt: skip
+    assert reused == [("ease", cells["ease"]), ("rlarm", cells["rlarm"])]
+    for model, workdir in zip(("ease", "rlarm"), workdirs):
+        for name in ("config.json", "results.json", "per_user_test.npz", "model.npz"):
+            src = os.stat(os.path.join(cells[model], name))
+            assert os.stat(os.path.join(workdir, name)).st_ino == src.st_ino, name  # a link
+        assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+    metrics = (work / "rlarm" / "metrics.jsonl").read_text()  # appended on resume: a copy
+    assert metrics == open(os.path.join(cells["rlarm"], "metrics.jsonl")).read()
+    assert (
+        os.stat(work / "rlarm" / "metrics.jsonl").st_ino
+        != os.stat(os.path.join(cells["rlarm"], "metrics.jsonl")).st_ino
+    )
+    analysis = report.analyze_workdirs(workdirs)  # the analysis reads the linked files
+    assert list(analysis.workdirs) == ["ease", "rlarm"] and analysis.adversary_auc is not None
+    assert not [n for n in os.listdir(work) if "linking" in n]  # no temp folder left
+
+    # Another budget is another run: trained as before, nothing linked.
+    with pytest.raises(AssertionError, match="retrained"):
+        sweep.reproduce_models(
+            lambda: split, dataset="synthetic", workdir=str(tmp_path / "longer"),
+            models=("rlarm",), best=best, overrides=dict(max_epochs=3, patience=1),
+            cells=cells, on_reuse=lambda *a: reused.append(a),
+        )  # fmt: skip
+    assert len(reused) == 2 and not os.path.exists(tmp_path / "longer" / "rlarm")
+    monkeypatch.undo()
+    sweep.reproduce_models(
+        lambda: split, dataset="synthetic", workdir=str(tmp_path / "longer"), models=("rlarm",),
+        best=best, overrides=dict(max_epochs=3, patience=1), cells=cells,
+    )  # fmt: skip
+    config = json.loads((tmp_path / "longer" / "rlarm" / "config.json").read_text())
+    assert config["model_config"]["max_epochs"] == 3
+    assert (
+        os.stat(tmp_path / "longer" / "rlarm" / "model.npz").st_ino
+        != os.stat(os.path.join(cells["rlarm"], "model.npz")).st_ino
+    )
+    # Other hyperparameters than the cell's: not reused either.
+    assert not sweep.reuse_cell(
+        cells["rlarm"], str(tmp_path / "other"), model="rlarm", seed=0, dataset="synthetic",
+        config=model_config("synthetic", "rlarm", B=20.0, **budget), data=None,
+    )  # fmt: skip
+    assert not os.path.exists(tmp_path / "other")
+
+
+def test_sweep_and_reproduce_apply_the_own_data_batch_cap(tmp_path):
+    # launch/train.py caps the batch at an eighth of the training users on a user's own
+    # file; sweep.py and reproduce.py used the ML-20M batch of 1024 and were refused.
+    rng = np.random.default_rng(3)
+    rows = [(u, i) for u in range(200) for i in rng.choice(60, rng.integers(8, 20), False)]
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in rows))
+    data = [f"--data_path={clicks}", "--n_heldout_users=20", "--no_cache"]
+    grid = '{"B": [100.0]}'
+    sweep_dir = tmp_path / "sweep"
+    proc = _launch(
+        "sweep.py", "--dataset=interactions", *data, "--model=rlarm", f"--sweep_dir={sweep_dir}",
+        f"--grid={grid}", "--max_epochs=1", "--patience=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best = json.loads((sweep_dir / "best.json").read_text())
+    n_train = best["data"]["n_train_users"]
+    cap = model_config("interactions", "rlarm", n_train_users=n_train).batch_size
+    assert n_train == 160 and cap == 16 and best["settings"]["batch_size"] == cap
+    work = tmp_path / "repro"
+    proc = _launch(
+        "reproduce.py", "--dataset=interactions", *data, f"--workdir={work}",
+        "--models=ease,rlarm", f"--best={sweep_dir / 'best.json'}", "--max_epochs=1",
+        "--patience=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"rlarm: reused the sweep's best cell {best['workdir']}" in proc.stdout
+    assert "ease: reused" not in proc.stdout  # no sweep of EASE given: trained
+    split = load_split("interactions", data_path=str(clicks), n_heldout_users=20, use_cache=False)
+    (workdir,) = sweep.reproduce_models(
+        lambda: split, dataset="interactions", workdir=str(tmp_path / "defaults"),
+        models=("rlarm",), overrides=dict(max_epochs=1, patience=1),
+    )  # fmt: skip
+    config = json.loads(open(os.path.join(workdir, "config.json")).read())
+    assert config["model_config"]["batch_size"] == cap
+
+
 # ------------------------------------------------------------------ launch smoke runs
 def _launch(script, *args):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -154,6 +271,11 @@ def test_sweep_then_reproduce_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = json.loads((work / "ease" / "config.json").read_text())
     assert config["hyperparameters"]["C"] == best["hyperparameters"]["C"]
+    assert f"ease: reused the sweep's best cell {best['workdir']}" in proc.stdout
+    assert (
+        os.stat(work / "ease" / "model.npz").st_ino
+        == os.stat(os.path.join(best["workdir"], "model.npz")).st_ino
+    )
     for name in ("table2.md", "fig1_loss_by_fold_in.png", "fig2_worst_users.png", "groups.csv"):
         assert (work / "analysis" / name).exists(), name
 

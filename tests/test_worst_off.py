@@ -62,6 +62,10 @@ def test_worst_off_table_paired_test_and_intervals():
     better = table[table.model == "rlarm"]  # +0.05 for every user: every resample agrees
     assert (better["diff_lo"] > 0).all()
     np.testing.assert_allclose(better["p_vs_ease"], 2 / 301, rtol=1e-12)
+    # Holm over the 6 comparisons with EASE (2 models × 3 q): the three tied smallest
+    # are each scaled by 6 (the running maximum), the rest stay at 1.
+    np.testing.assert_allclose(better["p_holm_vs_ease"], 6 * 2 / 301, rtol=1e-12)
+    assert (same["p_holm_vs_ease"] == 1.0).all() and ease["p_holm_vs_ease"].isna().all()
     d = np.array([-1.0, 0.0, 1.0, 2.0, 3.0])
     assert worst_off.paired_bootstrap_pvalue(d) == pytest.approx(2 * 3 / 6)
 
@@ -155,3 +159,5 @@ def test_report_tables_with_best_rank(tmp_path):
     assert summary["zeros"][0]["n_zero"] == int(np.sum(ease == 0))
     text = (tmp_path / "out" / "summary.md").read_text()
     assert "CVaR_q" in text and "NDCG@100 = 0" in text
+    assert "p_holm_vs_ease: paired bootstrap p-values Holm-corrected over 3 tests" in text
+    assert "p_holm_vs_ease, p_holm_vs_ease_ipw: paired t p-values Holm-corrected over " in text
