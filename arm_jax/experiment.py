@@ -52,7 +52,7 @@ def _groups(split: Split, part: str) -> np.ndarray | None:
 
 
 def evaluate_model(
-    w, split: Split, part: str, *, predict: Callable | None = None
+    w, split: Split, part: str, *, predict: Callable | None = None, mesh=None
 ) -> dict[str, np.ndarray]:
     """Per-user metrics of the item-item model `w: [n, n]` on `part` ("valid" or "test").
 
@@ -62,11 +62,13 @@ def evaluate_model(
     Returns the arrays of the `per_user_*.npz` file, each `[n_users]` (users with nothing
     held out are excluded, as in Liang et al.). The scores `x W` come from the fold-in
     rows' nonzeros on a CPU (`products.predict_sparse`, far faster there than a dense
-    product: docs/performance.md), from a dense product elsewhere.
+    product: docs/performance.md), from a dense product elsewhere. With a `mesh` (W split
+    by columns over its `items` axis) the top-k is taken per item shard
+    (`metrics.evaluate`).
     """
     fold_in, heldout = getattr(split, f"{part}_tr"), getattr(split, f"{part}_te")
     predict = predict or training.scoring_function("auto")
-    out = metrics.evaluate(predict, w, fold_in, heldout, with_loss=True)
+    out = metrics.evaluate(predict, w, fold_in, heldout, with_loss=True, mesh=mesh)
     index = out.pop("index")
     out["user_ids"] = np.asarray(getattr(split, f"{part}_user_ids"))[index]
     groups = _groups(split, part)
@@ -306,7 +308,7 @@ def _run_locked(
     eval_start = time.perf_counter()
     summaries = {}
     for part in ("valid", "test"):
-        per_user = evaluate_model(w, split, part, predict=predict)
+        per_user = evaluate_model(w, split, part, predict=predict, mesh=mesh)
         if primary:
             io.savez(os.path.join(workdir, f"per_user_{part}.npz"), **per_user)
         summaries[part] = metrics.summarize(per_user)
