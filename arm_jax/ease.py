@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+from jax.sharding import NamedSharding, PartitionSpec
 
-from arm_jax import io
+from arm_jax import io, sharding
 from arm_jax.errors import ConfigError
 
 
@@ -74,8 +75,9 @@ def gram_matrix(
     method: str = "auto",
     chunk_size: int = 8192,
     pairs_per_chunk: int = 2**26,
+    mesh=None,
 ) -> jax.Array:
-    """XᵀDX as a dense `[n, n]` device array.
+    """XᵀDX as a dense `[n, n]` device array (split by columns over a `mesh`).
 
     Args:
       x: `[m, n]` CSR matrix, 0/1 for EASE (its values are used by every method;
@@ -92,10 +94,15 @@ def gram_matrix(
         CPU (each the fastest where it is picked: docs/performance.md).
       chunk_size: users per "device" chunk.
       pairs_per_chunk: item pairs per "pairs" chunk.
+      mesh: a `sharding.make_mesh` mesh: G built split by columns over its `items`
+        axis (`P(None, "items")`), each device its n/d columns from the user chunks
+        ("auto" or "device"), or the host's product placed so ("sparse"); None: one device.
     """
     dtype = _check_dtype(dtype)
     x = interactions(x)
     binary = bool(np.all(x.data == 1))
+    if mesh is not None:
+        return _gram_by_columns(x, weights, binary, dtype, method, chunk_size, mesh)
     if method == "auto":
         if jax.default_backend() == "cpu":
             method = "sparse"
@@ -198,6 +205,55 @@ def _scan_gram(rows, cols, vals, *, n, chunk_size, exact_binary, n_blocks=1):
         ]
     )
     return g[:n, :n]
+
+
+def _gram_by_columns(x, weights, binary, dtype, method, chunk_size, mesh):
+    columns = NamedSharding(mesh, PartitionSpec(None, "items"))
+    if method == "sparse":
+        return sharding.put(gram_matrix(x, weights, dtype=dtype, method="sparse"), columns)
+    if method not in ("auto", "device"):
+        raise ConfigError(f"gram method with a mesh must be auto, device or sparse, got {method!r}")
+    chunk_size = max(1, min(chunk_size, x.shape[0]))
+    layout = chunk_layout(x, weights, chunk_size=chunk_size, dtype=np.dtype(dtype))
+    rows, cols, vals = sharding.put(layout, (sharding.replicated(mesh),) * 3)
+    exact = weights is None and dtype == jnp.float32 and binary
+    g = _scan_gram_columns(
+        rows, cols, vals, n=x.shape[1], chunk_size=chunk_size, exact_binary=exact, mesh=mesh
+    )
+    return g.astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "chunk_size", "exact_binary", "mesh"))
+def _scan_gram_columns(rows, cols, vals, *, n, chunk_size, exact_binary, mesh):
+    # `_scan_gram`'s chunks, each device multiplying a whole dense chunk by its own
+    # n/d columns of it: G's columns never meet on one device.
+    in_dtype = jnp.bfloat16 if exact_binary else vals.dtype  # exact: see `_scan_gram`
+    acc_dtype = jnp.float32 if exact_binary else vals.dtype
+    precision = None if exact_binary else jax.lax.Precision.HIGHEST
+    size = n // mesh.shape["items"]
+
+    def local(rows, cols, vals):
+        start = jax.lax.axis_index("items") * size
+
+        def body(acc, chunk):
+            r, c, v = chunk
+            dense = (
+                jnp.zeros((chunk_size, n), in_dtype).at[r, c].set(v.astype(in_dtype), mode="drop")
+            )
+            mine = jax.lax.dynamic_slice_in_dim(dense, start, size, axis=1)
+            product = jax.lax.dot_general(
+                dense, mine, (((0,), (0,)), ((), ())),
+                precision=precision, preferred_element_type=acc_dtype,
+            )  # fmt: skip
+            return acc + product, None
+
+        acc0 = jax.lax.pcast(jnp.zeros((n, size), acc_dtype), "items", to="varying")
+        return jax.lax.scan(body, acc0, (rows, cols, vals))[0]
+
+    replicated = PartitionSpec()
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(replicated,) * 3, out_specs=PartitionSpec(None, "items")
+    )(rows, cols, vals)
 
 
 def _max_items(x: sp.csr_matrix) -> int:
@@ -324,6 +380,22 @@ def ease_from_gram(gram: jax.Array, l2: jax.Array) -> jax.Array:
     return w.at[jnp.diag_indices(n)].set(0.0)
 
 
+def ease_by_columns(gram: jax.Array, l2, *, mesh) -> jax.Array:
+    """`ease_from_gram` of a Gram matrix split over `mesh` (`gram_matrix(mesh=...)`):
+    the inverse on one device (`sharding.on_one_device`), W handed back split by columns
+    over the `items` axis (`P(None, "items")`).
+
+    There is no sharded SPD inverse here: the one device holds G, its factor and the
+    inverse at once (on a CPU, LAPACK's copies on the host), about 12·n² bytes of float32
+    at the peak (README, "More than one device").
+    """
+    whole = sharding.on_one_device(gram)
+    if whole is not gram:
+        gram.delete()  # its columns are copied: free them before the inverse
+    w = ease_from_gram(whole, jnp.asarray(l2, whole.dtype))
+    return sharding.by_columns(w, mesh)
+
+
 def fit_ease(
     x: sp.csr_matrix,
     *,
@@ -332,6 +404,7 @@ def fit_ease(
     weights: np.ndarray | None = None,
     dtype=jnp.float32,
     gram_method: str = "auto",
+    mesh=None,
 ) -> jax.Array:
     """Closed-form EASE (weights None) or EASE-IPW (weights from `ipw_weights`).
 
@@ -342,6 +415,8 @@ def fit_ease(
       weights: `[m]` user weights (D), or None for plain EASE.
       dtype: float32 or float64 (float64 needs jax_enable_x64).
       gram_method: see `gram_matrix`.
+      mesh: a `sharding.make_mesh` mesh: G built split by columns, the inverse on one
+        device, W split by columns (`ease_by_columns`); None: one device.
 
     Returns:
       `[n, n]` W with zero diagonal; scores are `predict(W, x)`.
@@ -352,7 +427,9 @@ def fit_ease(
     l2 = C * m if l2 is None else l2
     if l2 <= 0:
         raise ConfigError(f"the EASE regulariser must be > 0, got C·m = {l2}")
-    gram = gram_matrix(x, weights, dtype=dtype, method=gram_method)
+    gram = gram_matrix(x, weights, dtype=dtype, method=gram_method, mesh=mesh)
+    if mesh is not None:
+        return ease_by_columns(gram, l2, mesh=mesh)
     return ease_from_gram(gram, jnp.asarray(l2, gram.dtype))
 
 

@@ -84,16 +84,25 @@ def _timed(fn, *args, **kwargs):
 
 
 def fit_closed_form(
-    split: Split, model: str, config: configs.ModelConfig, *, dtype=jnp.float32
+    split: Split, model: str, config: configs.ModelConfig, *, dtype=jnp.float32, mesh=None
 ) -> tuple[jax.Array, dict[str, float]]:
     """EASE, EASE-IPW, CVaR-EASE or EDLAE on `split.train`; returns W and seconds (Gram
-    and solve for EASE and EASE-IPW, the whole fit for the others)."""
+    and solve for EASE and EASE-IPW, the whole fit for the others).
+
+    With a `mesh`, W is returned split by columns over it: EASE's and EASE-IPW's Gram
+    matrix is built so too (the inverse on one device, `ease.ease_by_columns`); the
+    worst-case baselines are fitted on one device, then placed.
+    """
     if model in ("cvar_ease", "edlae"):
-        return _fit_worst_case(split, model, config, dtype=dtype)
+        w, seconds = _fit_worst_case(split, model, config, dtype=dtype)
+        return (w if mesh is None else sharding.by_columns(w, mesh)), seconds
     weights = ease.ipw_weights(split.train, beta=config.beta) if model == "ease_ipw" else None
-    gram, t_gram = _timed(ease.gram_matrix, split.train, weights, dtype=dtype)
+    gram, t_gram = _timed(ease.gram_matrix, split.train, weights, dtype=dtype, mesh=mesh)
     l2 = jnp.asarray(config.C * split.train.shape[0], dtype)
-    w, t_solve = _timed(ease.ease_from_gram, gram, l2)
+    if mesh is None:
+        w, t_solve = _timed(ease.ease_from_gram, gram, l2)
+    else:
+        w, t_solve = _timed(ease.ease_by_columns, gram, l2, mesh=mesh)
     return w, {"gram": t_gram, "solve": t_solve}
 
 
@@ -287,7 +296,7 @@ def _run_locked(
             checkpoint_every, mesh, start=start,
         )  # fmt: skip
     else:
-        w, seconds = fit_closed_form(split, model, config, dtype=dtype)
+        w, seconds = fit_closed_form(split, model, config, dtype=dtype, mesh=mesh)
         if not bool(jnp.isfinite(w).all()):
             raise ConfigError(
                 f"{model} with {hyperparameters(model, config)} gives a non-finite W on "
@@ -296,7 +305,6 @@ def _run_locked(
             )
         if sharding.is_primary():
             io.write_json(os.path.join(workdir, "config.json"), record)
-        w = w if mesh is None else sharding.place_learner(w, mesh)
         predict = None
         training_info = {}
     primary = sharding.is_primary()

@@ -151,6 +151,26 @@ def put(tree, shardings):
     return jax.tree_util.tree_map(one, tree, shardings)
 
 
+def on_one_device(x: jax.Array) -> jax.Array:
+    """`x` whole on this process's first device (`x` itself where it is there): a
+    device-to-device copy of its shards, or over several processes an all-gather to
+    each host first (each process then holds its own whole copy)."""
+    device = jax.local_devices()[0]
+    if x.is_fully_addressable:
+        return x if x.sharding.device_set == {device} else jax.device_put(x, device)
+    return jax.device_put(gather(x), device)
+
+
+def by_columns(x: jax.Array, mesh: Mesh) -> jax.Array:
+    """An `[n, n]` array of this process (on one device or the host) split by columns
+    over `mesh`'s `items` axis: each device takes its n/d columns (every process gives
+    the same whole array)."""
+    columns = NamedSharding(mesh, P(None, "items"))
+    if jax.process_count() == 1 and isinstance(x, jax.Array):
+        return jax.device_put(x, columns)
+    return put(np.asarray(x), columns)
+
+
 def place_learner(tree, mesh: Mesh | None):
     """An exported learner on the device(s): laid out by `learner_shardings` on a mesh,
     whole on the default device without one."""
