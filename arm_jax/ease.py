@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from jax.sharding import NamedSharding, PartitionSpec
 
-from arm_jax import io, sharding
+from arm_jax import io
 from arm_jax.errors import ConfigError
 
 
@@ -100,9 +99,12 @@ def gram_matrix(
     """
     dtype = _check_dtype(dtype)
     x = interactions(x)
-    binary = bool(np.all(x.data == 1))
     if mesh is not None:
-        return _gram_by_columns(x, weights, binary, dtype, method, chunk_size, mesh)
+        from arm_jax import ease_mesh  # which builds on this module
+
+        kw = dict(dtype=dtype, method=method, chunk_size=chunk_size)
+        return ease_mesh.gram_by_columns(x, weights, mesh=mesh, **kw)
+    binary = bool(np.all(x.data == 1))
     if method == "auto":
         if jax.default_backend() == "cpu":
             method = "sparse"
@@ -207,55 +209,6 @@ def _scan_gram(rows, cols, vals, *, n, chunk_size, exact_binary, n_blocks=1):
     return g[:n, :n]
 
 
-def _gram_by_columns(x, weights, binary, dtype, method, chunk_size, mesh):
-    columns = NamedSharding(mesh, PartitionSpec(None, "items"))
-    if method == "sparse":
-        return sharding.put(gram_matrix(x, weights, dtype=dtype, method="sparse"), columns)
-    if method not in ("auto", "device"):
-        raise ConfigError(f"gram method with a mesh must be auto, device or sparse, got {method!r}")
-    chunk_size = max(1, min(chunk_size, x.shape[0]))
-    layout = chunk_layout(x, weights, chunk_size=chunk_size, dtype=np.dtype(dtype))
-    rows, cols, vals = sharding.put(layout, (sharding.replicated(mesh),) * 3)
-    exact = weights is None and dtype == jnp.float32 and binary
-    g = _scan_gram_columns(
-        rows, cols, vals, n=x.shape[1], chunk_size=chunk_size, exact_binary=exact, mesh=mesh
-    )
-    return g.astype(dtype)
-
-
-@functools.partial(jax.jit, static_argnames=("n", "chunk_size", "exact_binary", "mesh"))
-def _scan_gram_columns(rows, cols, vals, *, n, chunk_size, exact_binary, mesh):
-    # `_scan_gram`'s chunks, each device multiplying a whole dense chunk by its own
-    # n/d columns of it: G's columns never meet on one device.
-    in_dtype = jnp.bfloat16 if exact_binary else vals.dtype  # exact: see `_scan_gram`
-    acc_dtype = jnp.float32 if exact_binary else vals.dtype
-    precision = None if exact_binary else jax.lax.Precision.HIGHEST
-    size = n // mesh.shape["items"]
-
-    def local(rows, cols, vals):
-        start = jax.lax.axis_index("items") * size
-
-        def body(acc, chunk):
-            r, c, v = chunk
-            dense = (
-                jnp.zeros((chunk_size, n), in_dtype).at[r, c].set(v.astype(in_dtype), mode="drop")
-            )
-            mine = jax.lax.dynamic_slice_in_dim(dense, start, size, axis=1)
-            product = jax.lax.dot_general(
-                dense, mine, (((0,), (0,)), ((), ())),
-                precision=precision, preferred_element_type=acc_dtype,
-            )  # fmt: skip
-            return acc + product, None
-
-        acc0 = jax.lax.pcast(jnp.zeros((n, size), acc_dtype), "items", to="varying")
-        return jax.lax.scan(body, acc0, (rows, cols, vals))[0]
-
-    replicated = PartitionSpec()
-    return jax.shard_map(
-        local, mesh=mesh, in_specs=(replicated,) * 3, out_specs=PartitionSpec(None, "items")
-    )(rows, cols, vals)
-
-
 def _max_items(x: sp.csr_matrix) -> int:
     return int(np.diff(x.tocsr().indptr).max(initial=0))
 
@@ -356,11 +309,20 @@ def _spd_inverse(a: jax.Array) -> jax.Array:
         shape = jax.ShapeDtypeStruct(a.shape, a.dtype)
         return jax.pure_callback(lambda m: _spd_inverse_host(np.asarray(m)), shape, a)
 
-    def on_device(a):
-        factor = jax.scipy.linalg.cho_factor(a, lower=True)
-        return jax.scipy.linalg.cho_solve(factor, jnp.eye(a.shape[0], dtype=a.dtype))
+    return jax.lax.platform_dependent(a, cpu=on_cpu, default=_cholesky_inverse)
 
-    return jax.lax.platform_dependent(a, cpu=on_cpu, default=on_device)
+
+def _cholesky_inverse(a: jax.Array) -> jax.Array:
+    # The accelerators' inverse (`_spd_inverse`), apart so a CPU can compile it too.
+    factor = jax.scipy.linalg.cho_factor(a, lower=True)
+    return jax.scipy.linalg.cho_solve(factor, jnp.eye(a.shape[0], dtype=a.dtype))
+
+
+def _ease_weights(gram: jax.Array, l2: jax.Array, inverse=_spd_inverse) -> jax.Array:
+    n = gram.shape[0]
+    p = inverse(gram + l2 * jnp.eye(n, dtype=gram.dtype))
+    w = -p / jnp.diag(p)[None, :]
+    return w.at[jnp.diag_indices(n)].set(0.0)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -374,26 +336,7 @@ def ease_from_gram(gram: jax.Array, l2: jax.Array) -> jax.Array:
     Returns:
       `[n, n]` W with a zero diagonal.
     """
-    n = gram.shape[0]
-    p = _spd_inverse(gram + l2 * jnp.eye(n, dtype=gram.dtype))
-    w = -p / jnp.diag(p)[None, :]
-    return w.at[jnp.diag_indices(n)].set(0.0)
-
-
-def ease_by_columns(gram: jax.Array, l2, *, mesh) -> jax.Array:
-    """`ease_from_gram` of a Gram matrix split over `mesh` (`gram_matrix(mesh=...)`):
-    the inverse on one device (`sharding.on_one_device`), W handed back split by columns
-    over the `items` axis (`P(None, "items")`).
-
-    There is no sharded SPD inverse here: the one device holds G, its factor and the
-    inverse at once (on a CPU, LAPACK's copies on the host), about 12·n² bytes of float32
-    at the peak (README, "More than one device").
-    """
-    whole = sharding.on_one_device(gram)
-    if whole is not gram:
-        gram.delete()  # its columns are copied: free them before the inverse
-    w = ease_from_gram(whole, jnp.asarray(l2, whole.dtype))
-    return sharding.by_columns(w, mesh)
+    return _ease_weights(gram, l2)
 
 
 def fit_ease(
@@ -416,7 +359,7 @@ def fit_ease(
       dtype: float32 or float64 (float64 needs jax_enable_x64).
       gram_method: see `gram_matrix`.
       mesh: a `sharding.make_mesh` mesh: G built split by columns, the inverse on one
-        device, W split by columns (`ease_by_columns`); None: one device.
+        device, W split by columns (`ease_mesh.ease_by_columns`); None: one device.
 
     Returns:
       `[n, n]` W with zero diagonal; scores are `predict(W, x)`.
@@ -429,7 +372,9 @@ def fit_ease(
         raise ConfigError(f"the EASE regulariser must be > 0, got C·m = {l2}")
     gram = gram_matrix(x, weights, dtype=dtype, method=gram_method, mesh=mesh)
     if mesh is not None:
-        return ease_by_columns(gram, l2, mesh=mesh)
+        from arm_jax import ease_mesh
+
+        return ease_mesh.ease_by_columns(gram, l2, mesh=mesh)
     return ease_from_gram(gram, jnp.asarray(l2, gram.dtype))
 
 

@@ -35,6 +35,7 @@ from arm_jax import (
     closed_form,
     configs,
     ease,
+    ease_mesh,
     group_dro,
     identity,
     io,
@@ -90,7 +91,7 @@ def fit_closed_form(
     and solve for EASE and EASE-IPW, the whole fit for the others).
 
     With a `mesh`, W is returned split by columns over it: EASE's and EASE-IPW's Gram
-    matrix is built so too (the inverse on one device, `ease.ease_by_columns`); the
+    matrix is built so too (the inverse on one device, `ease_mesh.ease_by_columns`); the
     worst-case baselines are fitted on one device, then placed.
     """
     if model in ("cvar_ease", "edlae"):
@@ -102,7 +103,7 @@ def fit_closed_form(
     if mesh is None:
         w, t_solve = _timed(ease.ease_from_gram, gram, l2)
     else:
-        w, t_solve = _timed(ease.ease_by_columns, gram, l2, mesh=mesh)
+        w, t_solve = _timed(ease_mesh.ease_by_columns, gram, l2, mesh=mesh)
     return w, {"gram": t_gram, "solve": t_solve}
 
 

@@ -6,10 +6,16 @@ gradient buffer are sharded over `items` by columns (`P(None, "items")`: EASE's 
 are independent problems), the low-rank learner's P and Q by rows (the items); the
 adversary, its Adam state and the step count are replicated. A batch is replicated;
 the `[b, n]` scores and residuals it gives are split over `items` by columns (and over
-`users` by rows on the dense product, see `constrain_batch`). Everything else is
-XLA's (GSPMD): the step is jitted with these shardings in and out, and the compiler
-places the collectives. Per device that is 16·n²/d bytes of float32 learner state
-(d = the `items` size) against 16·n² on one device.
+`users` by rows on the dense product, see `constrain_batch`). Everything else in the
+step is XLA's (GSPMD): the step is jitted with these shardings in and out, and the
+compiler places the collectives. Per device that is 16·n²/d bytes of float32 learner
+state (d = the `items` size) against 16·n² on one device.
+
+Two per-shard algorithms are written out with `jax.shard_map`, where XLA alone would
+gather an `[users, n]` or `[n, n]` array: evaluation's top-100 (`metrics.evaluate`:
+a top-k per item shard, then a top-k of the d·k candidates) and EASE's Gram matrix
+(`ease_mesh.gram_by_columns`: each device its n/d columns of XᵀX). EASE's inverse is
+not sharded: `on_one_device` gathers G to one device and `by_columns` hands W back.
 
 With `mesh=None` every function of arm_jax runs its single-device code, unchanged.
 """
