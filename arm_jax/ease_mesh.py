@@ -24,8 +24,10 @@ def gram_by_columns(x, weights, *, mesh, dtype=jnp.float32, method="auto", chunk
     "sparse", the host's SciPy product placed so (the CPU's float64 sums of weights).
 
     Raises:
-      ConfigError: another method ("pairs" has no sharded form here).
+      ConfigError: another method ("pairs" has no sharded form here), or an `items`
+        axis that does not divide the n items.
     """
+    sharding.check_items(mesh, x.shape[1])
     x = ease.interactions(x)
     binary = bool(np.all(x.data == 1))
     columns = NamedSharding(mesh, PartitionSpec(None, "items"))

@@ -208,10 +208,12 @@ def _evaluate_chunk_sharded(predict, params, fold_in, heldout, *, with_loss, mes
         "recall@50": recall(50),
         "best_rank": best_rank(scores, heldout, fold_in),  # reductions over items only
     }
+    replicated = sharding.replicated(mesh)
     if with_loss:  # `full` replicated as the inputs are: a sparse predict reads all of it
-        full = jax.lax.with_sharding_constraint(fold_in + heldout, sharding.replicated(mesh))
+        full = jax.lax.with_sharding_constraint(fold_in + heldout, replicated)
         out["sq_loss"] = jnp.sum(jnp.square(full - predict(params, full)), axis=-1)
-    return out
+    # `[users]` vectors, whole on every process (several hosts read their own copy).
+    return jax.lax.with_sharding_constraint(out, replicated)
 
 
 def evaluate(
@@ -247,10 +249,15 @@ def evaluate(
       `best_rank` (see `best_rank`), maybe `sq_loss`, `n_fold_in`, `n_heldout`) plus
       `index`, the row of each evaluated user in the input. Users with nothing held
       out are excluded.
+
+    Raises:
+      ValueError: fold-in and held-out matrices of different shapes.
+      ConfigError: a `mesh` whose `items` axis does not divide the n items.
     """
     fold_in, heldout = interactions(fold_in), interactions(heldout)
     if heldout.shape != fold_in.shape:
         raise ValueError(f"fold_in {fold_in.shape} and heldout {heldout.shape} differ")
+    sharding.check_items(mesh, fold_in.shape[1])
     n_heldout = np.diff(heldout.indptr)
     index = np.flatnonzero(n_heldout > 0)
     dtype = jax.dtypes.canonicalize_dtype(jnp.float32)

@@ -18,9 +18,10 @@ import types
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from _mesh_runs import EVAL_CHUNK, EVAL_N
 
-from arm_jax import sharding
+from arm_jax import ease, metrics, sharding
 from arm_jax.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -216,6 +217,13 @@ def test_a_mesh_of_the_wrong_size_or_items_it_does_not_divide_are_refused():
     sharding.check_items(types.SimpleNamespace(shape={"items": 8}), 256)
     with pytest.raises(ConfigError, match="items axis \\(8\\) must divide the 30 items; .*2, 3, 5"):
         sharding.check_items(types.SimpleNamespace(shape={"items": 8}), 30)
+    # The sharded evaluation and EASE's Gram matrix check it before any work.
+    x = sp.csr_matrix(np.eye(30, dtype=np.float32))
+    fake = types.SimpleNamespace(shape={"items": 8})
+    with pytest.raises(ConfigError, match="must divide the 30 items"):
+        metrics.evaluate(ease.predict, np.eye(30), x, x, mesh=fake)
+    with pytest.raises(ConfigError, match="must divide the 30 items"):
+        ease.gram_matrix(x, mesh=fake)
 
 
 @pytest.mark.parametrize(
