@@ -95,7 +95,8 @@ def gram_matrix(
       pairs_per_chunk: item pairs per "pairs" chunk.
       mesh: a `sharding.make_mesh` mesh: G built split by columns over its `items`
         axis (`P(None, "items")`), each device its n/d columns from the user chunks
-        ("auto" or "device"), or the host's product placed so ("sparse"); None: one device.
+        ("device"; "auto" off CPUs), or the host's product placed so ("sparse"; "auto"
+        on CPUs): `ease_mesh.gram_by_columns`; None: one device.
     """
     dtype = _check_dtype(dtype)
     x = interactions(x)

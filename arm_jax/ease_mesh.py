@@ -20,8 +20,9 @@ from arm_jax.errors import ConfigError
 
 def gram_by_columns(x, weights, *, mesh, dtype=jnp.float32, method="auto", chunk_size=8192):
     """XᵀDX `[n, n]` split by columns over `mesh`'s `items` axis (`ease.gram_matrix`'s
-    arguments): "auto" or "device", each device its columns from the dense user chunks;
-    "sparse", the host's SciPy product placed so (the CPU's float64 sums of weights).
+    arguments): "device", each device its columns from the dense user chunks; "sparse",
+    the host's SciPy product placed so; "auto", "sparse" on CPUs (as without a mesh:
+    m·n² multiply-adds of dense chunks would take a CPU minutes), else "device".
 
     Raises:
       ConfigError: another method ("pairs" has no sharded form here), or an `items`
@@ -31,9 +32,11 @@ def gram_by_columns(x, weights, *, mesh, dtype=jnp.float32, method="auto", chunk
     x = ease.interactions(x)
     binary = bool(np.all(x.data == 1))
     columns = NamedSharding(mesh, PartitionSpec(None, "items"))
+    if method == "auto":
+        method = "sparse" if jax.default_backend() == "cpu" else "device"
     if method == "sparse":
         return sharding.put(ease.gram_matrix(x, weights, dtype=dtype, method="sparse"), columns)
-    if method not in ("auto", "device"):
+    if method != "device":
         raise ConfigError(f"gram method with a mesh must be auto, device or sparse, got {method!r}")
     chunk_size = max(1, min(chunk_size, x.shape[0]))
     layout = ease.chunk_layout(x, weights, chunk_size=chunk_size, dtype=np.dtype(dtype))

@@ -211,22 +211,26 @@ def ease_checks(split, workdir) -> dict:
     """EASE and EASE-IPW with the Gram matrix built by columns and W handed out so,
     against the unsharded fits; an EASE run on the mesh against the unsharded fit."""
     x, mesh = split.train, sharding.make_mesh("items:8")
-    gram = ease.gram_matrix(x, mesh=mesh, chunk_size=40)
+    on_devices = dict(gram_method="device", mesh=mesh)  # "auto" is the host's on CPUs
+    gram = ease.gram_matrix(x, mesh=mesh, method="device", chunk_size=40)
     out = {
         "gram_spec": str(gram.sharding.spec),
         "gram_shard": list(gram.addressable_shards[0].data.shape),
         "gram_equal": bool(np.array_equal(gram, ease.gram_matrix(x))),
+        "host_gram_spec": str(ease.gram_matrix(x, mesh=mesh).sharding.spec),
     }
     ipw = ease.ipw_weights(x, beta=0.5)
     plain = {}
     for name, weights in (("ease", None), ("ipw", ipw)):
         plain[name] = ease.fit_ease(x, C=0.01, weights=weights)
-        w = ease.fit_ease(x, C=0.01, weights=weights, mesh=mesh)
+        w = ease.fit_ease(x, C=0.01, weights=weights, **on_devices)
         out[f"{name}/spec"] = str(w.sharding.spec)
         out[f"{name}/equal"] = bool(np.array_equal(plain[name], w))
         out[f"{name}/diff"] = float(np.abs(plain[name] - np.asarray(w)).max())
+    w = ease.fit_ease(x, C=0.01, weights=ipw, mesh=mesh)  # the CPU's float64 host sums
+    out["ipw/equal_auto"] = bool(np.array_equal(plain["ipw"], w))
     device = ease.gram_matrix(x, ipw, method="device", chunk_size=40)
-    sharded = ease.gram_matrix(x, ipw, mesh=mesh, chunk_size=40)
+    sharded = ease.gram_matrix(x, ipw, method="device", mesh=mesh, chunk_size=40)
     out["ipw/gram_equal_device"] = bool(np.array_equal(device, sharded))
     # A run on the mesh (its test chunks compiled by `run_checks` already) against the
     # unsharded fit evaluated on one device.

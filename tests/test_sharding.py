@@ -169,11 +169,13 @@ def test_the_sharded_evaluation_gathers_no_chunk_of_scores(mesh_runs):
 def test_ease_builds_its_gram_matrix_by_columns_and_gives_the_unsharded_w(mesh_runs):
     out = mesh_runs["ease"]
     assert out["gram_spec"] == "P(None, 'items')" and out["gram_shard"] == [256, 32]
+    assert out["host_gram_spec"] == "P(None, 'items')"
     assert out["gram_equal"]  # 0/1 counts: exact
     assert out["ease/spec"] == out["ipw/spec"] == "P(None, 'items')"
     assert out["ease/equal"] and out["ease/diff"] == 0.0  # the same G, the same inverse
     # IPW's weighted G: float32 sums on the devices against the CPU's float64 product.
     assert out["ipw/gram_equal_device"] and out["ipw/diff"] <= 1e-6
+    assert out["ipw/equal_auto"]  # the CPU's own product, placed by columns
     assert out["run/model_equal"]
     for name, (run, reference) in out["run/test"].items():
         if name == "sq_loss":
