@@ -30,9 +30,9 @@ ROOT = os.path.dirname(HERE)
 
 def _env(tmp_path, devices: int) -> dict:
     env = dict(os.environ)
-    # LLVM at -O0 compiles these many small programs in about 2/3 of the time; every
-    # program the checks compare is compiled alike (the XLA programs themselves, their
-    # shardings and collectives, are the same).
+    # LLVM at -O0: these many small programs compile faster, and every program the
+    # checks compare is compiled alike (XLA's programs, shardings and collectives are
+    # the same ones).
     env["XLA_FLAGS"] = (
         f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
     )
@@ -62,7 +62,7 @@ def _wait(process, log, timeout) -> str:
     finally:
         if process.poll() is None:
             process.kill()
-    text = open(log).read()
+    text = log.read_text()
     assert process.returncode == 0, text[-3000:]
     return text
 
@@ -81,7 +81,7 @@ def launched(tmp_path_factory):
             [script, address, str(i), str(two / "work"), str(two / "out.npz")],
             _env(two / f"p{i}", 1),
             two / f"log{i}.txt",
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     yield {"mesh": (runs, mesh), "two": (pair, two)}
