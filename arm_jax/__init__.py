@@ -23,8 +23,9 @@ The public API, by layer:
   `train_epoch`, `evaluate_learner`, `EarlyStopping`, `Checkpointer` (orbax: latest and
   best state), `MetricWriter` (`metrics.jsonl`);
 - several devices: `make_mesh` (a `users` × `items` mesh for the `mesh=` of
-  `train_adversarial`, `run_experiment`, `init_state`, `make_step`; see
-  `arm_jax.sharding`);
+  `train_adversarial`, `run_experiment`, `init_state`, `make_step`, `evaluate`,
+  `evaluate_learner`, `evaluate_model`, `fit_ease`, `gram_matrix`; see
+  `arm_jax.sharding`, `arm_jax.ease_mesh`);
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
   `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`, `item_auc`;

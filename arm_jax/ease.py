@@ -74,8 +74,9 @@ def gram_matrix(
     method: str = "auto",
     chunk_size: int = 8192,
     pairs_per_chunk: int = 2**26,
+    mesh=None,
 ) -> jax.Array:
-    """XᵀDX as a dense `[n, n]` device array.
+    """XᵀDX as a dense `[n, n]` device array (split by columns over a `mesh`).
 
     Args:
       x: `[m, n]` CSR matrix, 0/1 for EASE (its values are used by every method;
@@ -92,9 +93,18 @@ def gram_matrix(
         CPU (each the fastest where it is picked: docs/performance.md).
       chunk_size: users per "device" chunk.
       pairs_per_chunk: item pairs per "pairs" chunk.
+      mesh: a `sharding.make_mesh` mesh: G built split by columns over its `items`
+        axis (`P(None, "items")`), each device its n/d columns from the user chunks
+        ("device"; "auto" off CPUs), or the host's product placed so ("sparse"; "auto"
+        on CPUs): `ease_mesh.gram_by_columns`; None: one device.
     """
     dtype = _check_dtype(dtype)
     x = interactions(x)
+    if mesh is not None:
+        from arm_jax import ease_mesh  # which builds on this module
+
+        kw = dict(dtype=dtype, method=method, chunk_size=chunk_size)
+        return ease_mesh.gram_by_columns(x, weights, mesh=mesh, **kw)
     binary = bool(np.all(x.data == 1))
     if method == "auto":
         if jax.default_backend() == "cpu":
@@ -300,11 +310,20 @@ def _spd_inverse(a: jax.Array) -> jax.Array:
         shape = jax.ShapeDtypeStruct(a.shape, a.dtype)
         return jax.pure_callback(lambda m: _spd_inverse_host(np.asarray(m)), shape, a)
 
-    def on_device(a):
-        factor = jax.scipy.linalg.cho_factor(a, lower=True)
-        return jax.scipy.linalg.cho_solve(factor, jnp.eye(a.shape[0], dtype=a.dtype))
+    return jax.lax.platform_dependent(a, cpu=on_cpu, default=_cholesky_inverse)
 
-    return jax.lax.platform_dependent(a, cpu=on_cpu, default=on_device)
+
+def _cholesky_inverse(a: jax.Array) -> jax.Array:
+    # The accelerators' inverse (`_spd_inverse`), apart so a CPU can compile it too.
+    factor = jax.scipy.linalg.cho_factor(a, lower=True)
+    return jax.scipy.linalg.cho_solve(factor, jnp.eye(a.shape[0], dtype=a.dtype))
+
+
+def _ease_weights(gram: jax.Array, l2: jax.Array, inverse=_spd_inverse) -> jax.Array:
+    n = gram.shape[0]
+    p = inverse(gram + l2 * jnp.eye(n, dtype=gram.dtype))
+    w = -p / jnp.diag(p)[None, :]
+    return w.at[jnp.diag_indices(n)].set(0.0)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -318,10 +337,7 @@ def ease_from_gram(gram: jax.Array, l2: jax.Array) -> jax.Array:
     Returns:
       `[n, n]` W with a zero diagonal.
     """
-    n = gram.shape[0]
-    p = _spd_inverse(gram + l2 * jnp.eye(n, dtype=gram.dtype))
-    w = -p / jnp.diag(p)[None, :]
-    return w.at[jnp.diag_indices(n)].set(0.0)
+    return _ease_weights(gram, l2)
 
 
 def fit_ease(
@@ -332,6 +348,7 @@ def fit_ease(
     weights: np.ndarray | None = None,
     dtype=jnp.float32,
     gram_method: str = "auto",
+    mesh=None,
 ) -> jax.Array:
     """Closed-form EASE (weights None) or EASE-IPW (weights from `ipw_weights`).
 
@@ -342,6 +359,8 @@ def fit_ease(
       weights: `[m]` user weights (D), or None for plain EASE.
       dtype: float32 or float64 (float64 needs jax_enable_x64).
       gram_method: see `gram_matrix`.
+      mesh: a `sharding.make_mesh` mesh: G built split by columns, the inverse on one
+        device, W split by columns (`ease_mesh.ease_by_columns`); None: one device.
 
     Returns:
       `[n, n]` W with zero diagonal; scores are `predict(W, x)`.
@@ -352,7 +371,11 @@ def fit_ease(
     l2 = C * m if l2 is None else l2
     if l2 <= 0:
         raise ConfigError(f"the EASE regulariser must be > 0, got C·m = {l2}")
-    gram = gram_matrix(x, weights, dtype=dtype, method=gram_method)
+    gram = gram_matrix(x, weights, dtype=dtype, method=gram_method, mesh=mesh)
+    if mesh is not None:
+        from arm_jax import ease_mesh
+
+        return ease_mesh.ease_by_columns(gram, l2, mesh=mesh)
     return ease_from_gram(gram, jnp.asarray(l2, gram.dtype))
 
 

@@ -35,6 +35,7 @@ from arm_jax import (
     closed_form,
     configs,
     ease,
+    ease_mesh,
     group_dro,
     identity,
     io,
@@ -52,7 +53,7 @@ def _groups(split: Split, part: str) -> np.ndarray | None:
 
 
 def evaluate_model(
-    w, split: Split, part: str, *, predict: Callable | None = None
+    w, split: Split, part: str, *, predict: Callable | None = None, mesh=None
 ) -> dict[str, np.ndarray]:
     """Per-user metrics of the item-item model `w: [n, n]` on `part` ("valid" or "test").
 
@@ -62,11 +63,13 @@ def evaluate_model(
     Returns the arrays of the `per_user_*.npz` file, each `[n_users]` (users with nothing
     held out are excluded, as in Liang et al.). The scores `x W` come from the fold-in
     rows' nonzeros on a CPU (`products.predict_sparse`, far faster there than a dense
-    product: docs/performance.md), from a dense product elsewhere.
+    product: docs/performance.md), from a dense product elsewhere. With a `mesh` (W split
+    by columns over its `items` axis) the top-k is taken per item shard
+    (`metrics.evaluate`).
     """
     fold_in, heldout = getattr(split, f"{part}_tr"), getattr(split, f"{part}_te")
     predict = predict or training.scoring_function("auto")
-    out = metrics.evaluate(predict, w, fold_in, heldout, with_loss=True)
+    out = metrics.evaluate(predict, w, fold_in, heldout, with_loss=True, mesh=mesh)
     index = out.pop("index")
     out["user_ids"] = np.asarray(getattr(split, f"{part}_user_ids"))[index]
     groups = _groups(split, part)
@@ -82,16 +85,25 @@ def _timed(fn, *args, **kwargs):
 
 
 def fit_closed_form(
-    split: Split, model: str, config: configs.ModelConfig, *, dtype=jnp.float32
+    split: Split, model: str, config: configs.ModelConfig, *, dtype=jnp.float32, mesh=None
 ) -> tuple[jax.Array, dict[str, float]]:
     """EASE, EASE-IPW, CVaR-EASE or EDLAE on `split.train`; returns W and seconds (Gram
-    and solve for EASE and EASE-IPW, the whole fit for the others)."""
+    and solve for EASE and EASE-IPW, the whole fit for the others).
+
+    With a `mesh`, W is returned split by columns over it: EASE's and EASE-IPW's Gram
+    matrix is built so too (the inverse on one device, `ease_mesh.ease_by_columns`); the
+    worst-case baselines are fitted on one device, then placed.
+    """
     if model in ("cvar_ease", "edlae"):
-        return _fit_worst_case(split, model, config, dtype=dtype)
+        w, seconds = _fit_worst_case(split, model, config, dtype=dtype)
+        return (w if mesh is None else sharding.by_columns(w, mesh)), seconds
     weights = ease.ipw_weights(split.train, beta=config.beta) if model == "ease_ipw" else None
-    gram, t_gram = _timed(ease.gram_matrix, split.train, weights, dtype=dtype)
+    gram, t_gram = _timed(ease.gram_matrix, split.train, weights, dtype=dtype, mesh=mesh)
     l2 = jnp.asarray(config.C * split.train.shape[0], dtype)
-    w, t_solve = _timed(ease.ease_from_gram, gram, l2)
+    if mesh is None:
+        w, t_solve = _timed(ease.ease_from_gram, gram, l2)
+    else:
+        w, t_solve = _timed(ease_mesh.ease_by_columns, gram, l2, mesh=mesh)
     return w, {"gram": t_gram, "solve": t_solve}
 
 
@@ -285,7 +297,7 @@ def _run_locked(
             checkpoint_every, mesh, start=start,
         )  # fmt: skip
     else:
-        w, seconds = fit_closed_form(split, model, config, dtype=dtype)
+        w, seconds = fit_closed_form(split, model, config, dtype=dtype, mesh=mesh)
         if not bool(jnp.isfinite(w).all()):
             raise ConfigError(
                 f"{model} with {hyperparameters(model, config)} gives a non-finite W on "
@@ -294,7 +306,6 @@ def _run_locked(
             )
         if sharding.is_primary():
             io.write_json(os.path.join(workdir, "config.json"), record)
-        w = w if mesh is None else sharding.place_learner(w, mesh)
         predict = None
         training_info = {}
     primary = sharding.is_primary()
@@ -306,7 +317,7 @@ def _run_locked(
     eval_start = time.perf_counter()
     summaries = {}
     for part in ("valid", "test"):
-        per_user = evaluate_model(w, split, part, predict=predict)
+        per_user = evaluate_model(w, split, part, predict=predict, mesh=mesh)
         if primary:
             io.savez(os.path.join(workdir, f"per_user_{part}.npz"), **per_user)
         summaries[part] = metrics.summarize(per_user)

@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.sharding import PartitionSpec
 
+from arm_jax import sharding
 from arm_jax.ease import interactions
 
 
@@ -41,21 +43,29 @@ def _ranked_hits(scores: jax.Array, heldout: jax.Array, fold_in: jax.Array | Non
     return hits.astype(jnp.float32)
 
 
-def _ndcg_one(scores, heldout, fold_in, *, k):
-    k = min(k, scores.shape[-1])
+def _ndcg_from_hits(hits, n_rel, *, k):
+    """NDCG@k of one user from the relevance of its top-k items, `hits: [k]`."""
     disc = _discounts(k)
-    dcg = jnp.sum(_ranked_hits(scores, heldout, fold_in, k) * disc)
-    n_rel = jnp.sum(heldout > 0)
+    dcg = jnp.sum(hits * disc)
     idcg = jnp.sum(jnp.where(jnp.arange(k) < n_rel, disc, 0.0))
     return jnp.where(n_rel > 0, dcg / jnp.where(n_rel > 0, idcg, 1.0), 0.0)
 
 
-def _recall_one(scores, heldout, fold_in, *, k):
-    k_eff = min(k, scores.shape[-1])
-    hits = jnp.sum(_ranked_hits(scores, heldout, fold_in, k_eff))
-    n_rel = jnp.sum(heldout > 0)
+def _recall_from_hits(hits, n_rel, *, k):
+    """Recall@k of one user from the relevance of its top-min(k, n) items."""
     denom = jnp.minimum(n_rel, k).astype(jnp.float32)
-    return jnp.where(n_rel > 0, hits / jnp.maximum(denom, 1.0), 0.0)
+    return jnp.where(n_rel > 0, jnp.sum(hits) / jnp.maximum(denom, 1.0), 0.0)
+
+
+def _ndcg_one(scores, heldout, fold_in, *, k):
+    k = min(k, scores.shape[-1])
+    hits = _ranked_hits(scores, heldout, fold_in, k)
+    return _ndcg_from_hits(hits, jnp.sum(heldout > 0), k=k)
+
+
+def _recall_one(scores, heldout, fold_in, *, k):
+    hits = _ranked_hits(scores, heldout, fold_in, min(k, scores.shape[-1]))
+    return _recall_from_hits(hits, jnp.sum(heldout > 0), k=k)
 
 
 def _best_rank_one(scores, heldout, fold_in):
@@ -147,6 +157,65 @@ def _evaluate_chunk(predict, params, fold_in, heldout, *, with_loss):
     return out
 
 
+def _shard_top_hits(scores, heldout, fold_in, *, k: int, offset):
+    """One item shard's top-k candidates of each user: scores, global item indices and
+    relevance, each `[users, k]`, gathered over the `items` axis to `[users, d·k]`."""
+    scores = jnp.where(scores == 0, 0.0, scores)  # as `_ranked_hits`
+    scores = jnp.where(fold_in > 0, -jnp.inf, scores)
+    values, top = jax.lax.top_k(scores, k)
+    hits = (jnp.take_along_axis(heldout, top, -1) > 0) & (
+        jnp.take_along_axis(fold_in, top, -1) <= 0
+    )
+    candidates = (values, top + offset, hits)
+    return jax.lax.all_gather(candidates, "items", axis=1, tiled=True, to="invarying")
+
+
+def _sharded_ranked_hits(scores, heldout, fold_in, *, mesh, k: int):
+    """`_ranked_hits` of every user, `[users, k]`, for `[users, n]` inputs split by
+    columns over the mesh's `items` axis: a top-k per shard, then a top-k of the d·k
+    candidates; no `[users, n]` array is gathered on one device."""
+    d = mesh.shape["items"]
+    n_local = scores.shape[-1] // d
+
+    def local(s, h, f):
+        offset = jax.lax.axis_index("items") * n_local
+        return _shard_top_hits(s, h, f, k=min(k, n_local), offset=offset)
+
+    columns = PartitionSpec(None, "items")
+    values, _, hits = jax.shard_map(
+        local, mesh=mesh, in_specs=(columns,) * 3, out_specs=PartitionSpec()
+    )(scores, heldout, fold_in)
+    # The candidates lie in item order among equal scores (shard by shard, each shard's
+    # in index order), so top_k's lower position first is `_ranked_hits`' lower item first.
+    _, order = jax.lax.top_k(values, k)
+    return jnp.take_along_axis(hits, order, -1).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("predict", "with_loss", "mesh"))
+def _evaluate_chunk_sharded(predict, params, fold_in, heldout, *, with_loss, mesh):
+    scores = predict(params, fold_in)
+    k = min(100, scores.shape[-1])
+    hits = _sharded_ranked_hits(scores, heldout, fold_in, mesh=mesh, k=k)
+    n_rel = jax.vmap(lambda h: jnp.sum(h > 0))(heldout)
+
+    def recall(top):  # the top-20 and top-50 lists are the top-100's first items
+        fn = functools.partial(_recall_from_hits, k=top)
+        return jax.vmap(fn)(hits[:, : min(top, k)], n_rel)
+
+    out = {
+        "ndcg@100": jax.vmap(functools.partial(_ndcg_from_hits, k=k))(hits, n_rel),
+        "recall@20": recall(20),
+        "recall@50": recall(50),
+        "best_rank": best_rank(scores, heldout, fold_in),  # reductions over items only
+    }
+    replicated = sharding.replicated(mesh)
+    if with_loss:  # `full` replicated as the inputs are: a sparse predict reads all of it
+        full = jax.lax.with_sharding_constraint(fold_in + heldout, replicated)
+        out["sq_loss"] = jnp.sum(jnp.square(full - predict(params, full)), axis=-1)
+    # `[users]` vectors, whole on every process (several hosts read their own copy).
+    return jax.lax.with_sharding_constraint(out, replicated)
+
+
 def evaluate(
     predict: Callable[[Any, jax.Array], jax.Array],
     params: Any,
@@ -155,6 +224,7 @@ def evaluate(
     *,
     chunk_size: int = 1024,
     with_loss: bool = False,
+    mesh=None,
 ) -> dict[str, np.ndarray]:
     """Per-user NDCG@100, Recall@20 and Recall@50 of a model on fold-in/held-out users.
 
@@ -170,16 +240,24 @@ def evaluate(
         it); explicitly stored zeros are not items.
       chunk_size: users per device batch.
       with_loss: also return `sq_loss`, ‖x − predict(x)‖² with x = fold-in + held-out.
+      mesh: a `sharding.make_mesh` mesh whose `items` axis splits `params`' scores by
+        columns: each chunk's top-100 is taken per item shard, then over the shards'
+        candidates (the same metrics as without a mesh, ties included); None: one device.
 
     Returns:
       Dict of `[n_evaluated]` arrays (`ndcg@100`, `recall@20`, `recall@50`,
       `best_rank` (see `best_rank`), maybe `sq_loss`, `n_fold_in`, `n_heldout`) plus
       `index`, the row of each evaluated user in the input. Users with nothing held
       out are excluded.
+
+    Raises:
+      ValueError: fold-in and held-out matrices of different shapes.
+      ConfigError: a `mesh` whose `items` axis does not divide the n items.
     """
     fold_in, heldout = interactions(fold_in), interactions(heldout)
     if heldout.shape != fold_in.shape:
         raise ValueError(f"fold_in {fold_in.shape} and heldout {heldout.shape} differ")
+    sharding.check_items(mesh, fold_in.shape[1])
     n_heldout = np.diff(heldout.indptr)
     index = np.flatnonzero(n_heldout > 0)
     dtype = jax.dtypes.canonicalize_dtype(jnp.float32)
@@ -189,7 +267,11 @@ def evaluate(
         pad = chunk_size - len(rows) if len(index) > chunk_size else 0
         x = _dense_rows(fold_in, rows, pad, dtype)
         y = _dense_rows(heldout, rows, pad, dtype)
-        out = _evaluate_chunk(predict, params, x, y, with_loss=with_loss)
+        if mesh is None:
+            out = _evaluate_chunk(predict, params, x, y, with_loss=with_loss)
+        else:  # replicated, placed before the call: XLA would split them and re-gather
+            x, y = sharding.put((x, y), (sharding.replicated(mesh),) * 2)
+            out = _evaluate_chunk_sharded(predict, params, x, y, with_loss=with_loss, mesh=mesh)
         chunks.append({name: np.asarray(v)[: len(rows)] for name, v in out.items()})
     names = [*METRICS, "best_rank"] + (["sq_loss"] if with_loss else [])
     result = {

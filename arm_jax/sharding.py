@@ -6,10 +6,16 @@ gradient buffer are sharded over `items` by columns (`P(None, "items")`: EASE's 
 are independent problems), the low-rank learner's P and Q by rows (the items); the
 adversary, its Adam state and the step count are replicated. A batch is replicated;
 the `[b, n]` scores and residuals it gives are split over `items` by columns (and over
-`users` by rows on the dense product, see `constrain_batch`). Everything else is
-XLA's (GSPMD): the step is jitted with these shardings in and out, and the compiler
-places the collectives. Per device that is 16·n²/d bytes of float32 learner state
-(d = the `items` size) against 16·n² on one device.
+`users` by rows on the dense product, see `constrain_batch`). Everything else in the
+step is XLA's (GSPMD): the step is jitted with these shardings in and out, and the
+compiler places the collectives. Per device that is 16·n²/d bytes of float32 learner
+state (d = the `items` size) against 16·n² on one device.
+
+Two per-shard algorithms are written out with `jax.shard_map`, where XLA alone would
+gather an `[users, n]` or `[n, n]` array: evaluation's top-100 (`metrics.evaluate`:
+a top-k per item shard, then a top-k of the d·k candidates) and EASE's Gram matrix
+(`ease_mesh.gram_by_columns`: each device its n/d columns of XᵀX). EASE's inverse is
+not sharded: `on_one_device` gathers G to one device and `by_columns` hands W back.
 
 With `mesh=None` every function of arm_jax runs its single-device code, unchanged.
 """
@@ -149,6 +155,26 @@ def put(tree, shardings):
         return jax.make_array_from_callback(np.shape(x), s, lambda i: np.asarray(x)[i])
 
     return jax.tree_util.tree_map(one, tree, shardings)
+
+
+def on_one_device(x: jax.Array) -> jax.Array:
+    """`x` whole on this process's first device (`x` itself where it is there): a
+    device-to-device copy of its shards, or over several processes an all-gather to
+    each host first (each process then holds its own whole copy)."""
+    device = jax.local_devices()[0]
+    if x.is_fully_addressable:
+        return x if x.sharding.device_set == {device} else jax.device_put(x, device)
+    return jax.device_put(gather(x), device)
+
+
+def by_columns(x: jax.Array, mesh: Mesh) -> jax.Array:
+    """An `[n, n]` array of this process (on one device or the host) split by columns
+    over `mesh`'s `items` axis: each device takes its n/d columns (every process gives
+    the same whole array)."""
+    columns = NamedSharding(mesh, P(None, "items"))
+    if jax.process_count() == 1 and isinstance(x, jax.Array):
+        return jax.device_put(x, columns)
+    return put(np.asarray(x), columns)
 
 
 def place_learner(tree, mesh: Mesh | None):

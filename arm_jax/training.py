@@ -129,13 +129,14 @@ def learner_of(state: gda.TrainState, learner: Learner = DENSE_LEARNER) -> Any:
 
 
 def evaluate_learner(
-    exported, split, *, product: str = "auto", predict: Callable | None = None
+    exported, split, *, product: str = "auto", predict: Callable | None = None, mesh=None
 ) -> dict:
     """`valid_ndcg@100`, `valid_recall@20`, `valid_recall@50` of an exported learner on
     the split's validation users (means over users with something held out); `predict`
-    is its `Learner.predictor` (default: the dense learner's for `product`)."""
+    is its `Learner.predictor` (default: the dense learner's for `product`); `mesh` the
+    one its scores are split over (`metrics.evaluate`)."""
     predict = predict or scoring_function(product)
-    per_user = metrics.evaluate(predict, exported, split.valid_tr, split.valid_te)
+    per_user = metrics.evaluate(predict, exported, split.valid_tr, split.valid_te, mesh=mesh)
     summary = metrics.summarize(per_user)
     return {f"valid_{k}": summary[k] for k in metrics.METRICS}
 
@@ -360,7 +361,7 @@ def train_adversarial(
         state, stop_reason = _run_epochs(
             step_fn, state, loop, spec.learner, split=split, x=x, config=config, seed=seed,
             step_root=step_root, ckpt=ckpt, writer=writer, fingerprint=fingerprint,
-            progress=progress, callback=callback,
+            progress=progress, callback=callback, mesh=mesh,
         )  # fmt: skip
         if ckpt and loop.best is None and loop.stopping.best_epoch:
             like = {
@@ -375,7 +376,7 @@ def train_adversarial(
 def _run_epochs(
     step_fn, state, loop: _Loop, learner: Learner, *, split, x, config, seed, step_root, ckpt,
     writer,
-    fingerprint, progress, callback,
+    fingerprint, progress, callback, mesh,
 ):  # fmt: skip
     """Epochs until the budget, patience or a non-finite loss; returns (state, reason)."""
     while loop.epoch < config.max_epochs and not loop.stopping.should_stop:
@@ -401,7 +402,9 @@ def _run_epochs(
         valid_start = time.perf_counter()
         exported = learner_of(state, learner)
         predict = learner.predictor(config.product)
-        record.update(evaluate_learner(exported, split, product=config.product, predict=predict))
+        record.update(
+            evaluate_learner(exported, split, product=config.product, predict=predict, mesh=mesh)
+        )
         record["valid_seconds"] = time.perf_counter() - valid_start
         loop.stopping = loop.stopping.update(record["valid_ndcg@100"], epoch=loop.epoch)
         if loop.stopping.has_improved:

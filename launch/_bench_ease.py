@@ -6,6 +6,7 @@ float64 and `np.linalg.inv`. It runs in a subprocess with `OPENBLAS_CORETYPE=Has
 own path runs in this process without that variable.
 """
 
+import functools
 import os
 import resource
 import subprocess
@@ -133,6 +134,35 @@ def run_ease_benchmark(
             row["speedup"] = base["total_s"] / ours["total_s"]
             if eval_data is not None:
                 row["max_metric_diff"] = compare_metrics(w, np.load(w_path), *eval_data)
+    return row
+
+
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:  # Linux: VmRSS now, VmHWM its peak
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+
+def run_inverse_memory(name: str, x, *, C: float) -> dict:
+    """Memory of EASE's one-device inverse (what bounds n with a mesh), in bytes per n²:
+    XLA's account of the accelerators' program (Cholesky, solve against I; G donated)
+    compiled for this backend, and on a CPU the rise of this process's resident memory
+    over the G it holds while LAPACK inverts (Linux)."""
+    n = x.shape[1]
+    row = {"data": name, "items": n}
+    l2 = jax.numpy.float32(C * x.shape[0])
+    shape = jax.ShapeDtypeStruct((n, n), jax.numpy.float32)
+    inverse = functools.partial(ease._ease_weights, inverse=ease._cholesky_inverse)
+    m = jax.jit(inverse, donate_argnums=0).lower(shape, l2).compile().memory_analysis()
+    peak = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+    row["accelerator_program_bytes_per_n2"] = (peak + m.temp_size_in_bytes) / n**2
+    if jax.default_backend() == "cpu":
+        gram = jax.block_until_ready(ease.gram_matrix(x))
+        jax.block_until_ready(ease.ease_from_gram(jax.numpy.eye(8) * 2.0, l2))  # compiled
+        before = _status_bytes("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the resident memory now
+        jax.block_until_ready(ease.ease_from_gram(gram, l2))
+        row["host_rise_bytes_per_n2"] = (_status_bytes("VmHWM") - before) / n**2
     return row
 
 

@@ -5,6 +5,7 @@ r"""Speed benchmarks (timings live here, never in tests).
   python launch/benchmark.py --what=train --data=amazon-book      # R-LARM epochs
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python launch/benchmark.py \
       --what=train --data=items-4000-shape --products=sparse --mesh=items:8  # per device
+  python launch/benchmark.py --what=ease_inverse --data=items-4000-shape  # EASE's inverse
 
 --data takes real folders under $ARM_JAX_TEST_DATA (amazon-book, gowalla: merged and
 re-split with the strong-generalization split) or synthetic matrices of the paper's
@@ -24,7 +25,9 @@ from arm_jax import io
 from arm_jax.data import load_split
 from arm_jax.errors import ArmJaxError
 
-WHAT = flags.DEFINE_enum("what", "ease", ["ease", "train"], "What to time.")
+WHAT = flags.DEFINE_enum(
+    "what", "ease", ["ease", "train", "ease_inverse"], "What to time (ease_inverse: its memory)."
+)
 DATA = flags.DEFINE_list("data", ["amazon-book"], "Cases: amazon-book, gowalla, *-shape.")
 DATA_ROOT = flags.DEFINE_string(
     "data_root", os.environ.get("ARM_JAX_TEST_DATA"), "Folder holding amazon-book/, gowalla/."
@@ -72,6 +75,9 @@ def main(argv):
                 name, x, products=PRODUCTS.value, steps=STEPS.value, parts=PARTS.value,
                 mesh=mesh,
             ), rows)  # fmt: skip
+            continue
+        if WHAT.value == "ease_inverse":
+            _emit(_bench_ease.run_inverse_memory(name, x, C=C.value), rows)
             continue
         for i, gram in enumerate(GRAM.value):  # the baseline with the first method only
             _emit(_bench_ease.run_ease_benchmark(

@@ -159,6 +159,11 @@ def test_ease_benchmark_smoke():
     }
     assert rows["sparse"]["max_metric_diff"] < 1e-4 and rows["sparse"]["speedup"] > 0
     assert rows["pairs"]["gram_method"] == "pairs" and "speedup" not in rows["pairs"]
+    # EASE's one-device inverse (README, "More than one device"): G donated, its factor
+    # and the solve against I, 4·n² bytes each in XLA's account, past a few scalars.
+    row = _bench_ease.run_inverse_memory("tiny", x, C=0.01)
+    assert row["items"] == 40 and 12.0 <= row["accelerator_program_bytes_per_n2"] < 12.5
+    assert row["host_rise_bytes_per_n2"] >= 0.0
 
 
 def test_every_gram_method_reads_values_and_skips_stored_zeros():

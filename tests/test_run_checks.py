@@ -73,7 +73,7 @@ def adversarial_models():
 
 
 def test_a_closed_form_that_is_not_finite_writes_nothing(tmp_path, split, monkeypatch):
-    def nan_w(split, model, config, *, dtype):
+    def nan_w(split, model, config, *, dtype, mesh=None):
         w, seconds = fit(split, model, config, dtype=dtype)
         return w * np.nan, seconds
 

@@ -1,6 +1,8 @@
 """Training over a device mesh: sharded steps and runs equal single-device ones, a
 sharded run resumes bit for bit, two processes over jax.distributed give the one-process
-result, and bad meshes or host flags are one-line errors.
+result, the sharded evaluation gives the unsharded metrics without gathering a chunk's
+scores, EASE's Gram matrix is built by columns and gives the unsharded W, and bad meshes
+or host flags are one-line errors.
 
 The mesh runs need 8 devices, which a process gets only from its start
 (`--xla_force_host_platform_device_count`): they run in subprocesses
@@ -16,8 +18,10 @@ import types
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from _mesh_runs import EVAL_CHUNK, EVAL_N
 
-from arm_jax import sharding
+from arm_jax import ease, metrics, sharding
 from arm_jax.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,7 +30,12 @@ ROOT = os.path.dirname(HERE)
 
 def _env(tmp_path, devices: int) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    # LLVM at -O0: these many small programs compile faster, and every program the
+    # checks compare is compiled alike (XLA's programs, shardings and collectives are
+    # the same ones).
+    env["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+    )
     env["PYTHONPATH"] = os.pathsep.join([ROOT, HERE, env.get("PYTHONPATH", "")])
     # One program compiled once per process: the runs reuse the steps' programs.
     env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax_cache")
@@ -35,19 +44,59 @@ def _env(tmp_path, devices: int) -> dict:
     return env
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args, env, log):
+    # Output to a file: a pipe not read while the other runs are awaited could fill.
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, *args], env=env, stdout=out, stderr=out)
+
+
+def _wait(process, log, timeout) -> str:
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert process.returncode == 0, text[-3000:]
+    return text
+
+
 @pytest.fixture(scope="module")
-def mesh_runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("mesh")
-    (tmp / "work").mkdir()
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "_mesh_runs.py"), str(tmp / "work")],
-        env=_env(tmp, 8),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return {**json.loads(out.stdout.strip().splitlines()[-1]), "work": tmp / "work"}
+def launched(tmp_path_factory):
+    """The 8-device checks and the two-process run, started at once (each is mostly
+    one core compiling): `{"mesh": (process, folder), "two": ([processes], folder)}`."""
+    mesh, two = tmp_path_factory.mktemp("mesh"), tmp_path_factory.mktemp("two")
+    (mesh / "work").mkdir()
+    runs = _start([os.path.join(HERE, "_mesh_runs.py"), str(mesh / "work")], _env(mesh, 8),
+                  mesh / "log.txt")  # fmt: skip
+    address, script = f"127.0.0.1:{_free_port()}", os.path.join(HERE, "_two_process.py")
+    pair = [
+        _start(
+            [script, address, str(i), str(two / "work"), str(two / "out.npz")],
+            _env(two / f"p{i}", 1),
+            two / f"log{i}.txt",
+        )
+        for i in range(2)
+    ]
+    yield {"mesh": (runs, mesh), "two": (pair, two)}
+    for p in [runs, *pair]:
+        if p.poll() is None:  # a test failed before waiting on it
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def mesh_runs(launched):
+    process, folder = launched["mesh"]
+    _wait(process, folder / "log.txt", 900)
+    out = json.loads((folder / "work" / "checks.json").read_text())
+    return {**out, "work": folder / "work"}
 
 
 @pytest.mark.parametrize(
@@ -91,37 +140,63 @@ def test_a_killed_sharded_run_resumes_to_the_uninterrupted_one(mesh_runs):
     assert mesh_runs["resume/best_epoch"][0] == mesh_runs["resume/best_epoch"][1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.mark.parametrize(
+    "case", ["real/sparse/items:8", "tied/dense/items:8", "tied/sparse/users:2,items:4"]
+)
+def test_the_sharded_evaluation_gives_the_unsharded_metrics_ties_included(mesh_runs, case):
+    # Integer scores of a 0/1 W: a user's n = 1,024 scores take a handful of values.
+    assert mesh_runs["tied_fraction"] > 0.9
+    out = mesh_runs[case]
+    for name in ("ndcg@100", "recall@20", "recall@50", "best_rank"):
+        plain, sharded = out[name]
+        assert sharded == plain, name  # exactly: the same items in the same order
+    assert np.mean(out["ndcg@100"][0]) > 0 and np.mean(out["recall@50"][0]) > 0
+    assert len(out["ndcg@100"][0]) > 32  # more than one (padded) chunk of 32 users
+    # ‖x − xW‖² sums its n terms shard by shard: float32 rounding only.
+    np.testing.assert_allclose(*out["sq_loss"][::-1], rtol=1e-5)
 
 
-def test_two_processes_train_together_to_the_one_process_result(mesh_runs, tmp_path):
-    address = f"127.0.0.1:{_free_port()}"
-    script = os.path.join(HERE, "_two_process.py")
-    out = tmp_path / "out.npz"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, script, address, str(i), str(tmp_path / "work"), str(out)],
-            env=_env(tmp_path / f"p{i}", 1),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
-    two = np.load(out)  # against the one-process unsharded run of `mesh_runs`
+def test_the_sharded_evaluation_gathers_no_chunk_of_scores(mesh_runs):
+    chunk = [EVAL_CHUNK, EVAL_N]  # [32, 1024], against candidates [32, 8·100]
+    for product in ("sparse", "dense"):
+        shapes = mesh_runs[f"gathers/sharded/{product}"]
+        assert [EVAL_CHUNK, 800] in shapes  # the shards' candidates
+        assert not any(s[-1] == EVAL_N for s in shapes), shapes
+    # XLA alone (the program without a mesh, given W by columns) gathers the scores.
+    assert chunk in mesh_runs["gathers/gspmd/dense"]
+
+
+def test_ease_builds_its_gram_matrix_by_columns_and_gives_the_unsharded_w(mesh_runs):
+    out = mesh_runs["ease"]
+    assert out["gram_spec"] == "P(None, 'items')" and out["gram_shard"] == [256, 32]
+    assert out["host_gram_spec"] == "P(None, 'items')"
+    assert out["gram_equal"]  # 0/1 counts: exact
+    assert out["ease/spec"] == out["ipw/spec"] == "P(None, 'items')"
+    assert out["ease/equal"] and out["ease/diff"] == 0.0  # the same G, the same inverse
+    # IPW's weighted G: float32 sums on the devices against the CPU's float64 product.
+    assert out["ipw/gram_equal_device"] and out["ipw/diff"] <= 1e-6
+    assert out["ipw/equal_auto"]  # the CPU's own product, placed by columns
+    assert out["run/model_equal"]
+    for name, (run, reference) in out["run/test"].items():
+        if name == "sq_loss":
+            np.testing.assert_allclose(run, reference, rtol=1e-5)
+        else:
+            assert run == reference, name
+
+
+def test_two_processes_train_together_to_the_one_process_result(mesh_runs, launched):
+    procs, folder = launched["two"]
+    for i, p in enumerate(procs):
+        _wait(p, folder / f"log{i}.txt", 600)
+    two = np.load(folder / "out.npz")  # against the one-process unsharded run of `mesh_runs`
     one = np.load(mesh_runs["work"] / "plain_learner.npy")
     np.testing.assert_allclose(two["learner"], one, atol=1e-6)
     assert np.abs(one).max() > 0
     np.testing.assert_allclose(two["losses"], mesh_runs["run/plain_losses"], rtol=1e-6)
     # Each process wrote its own shards of the checkpoint; process 0 the metrics.
-    tree = tmp_path / "work" / "checkpoints" / "latest" / "3" / "tree"
+    tree = folder / "work" / "checkpoints" / "latest" / "3" / "tree"
     assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(tree))
-    assert len((tmp_path / "work" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len((folder / "work" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
 @pytest.mark.parametrize(
@@ -149,6 +224,13 @@ def test_a_mesh_of_the_wrong_size_or_items_it_does_not_divide_are_refused():
     sharding.check_items(types.SimpleNamespace(shape={"items": 8}), 256)
     with pytest.raises(ConfigError, match="items axis \\(8\\) must divide the 30 items; .*2, 3, 5"):
         sharding.check_items(types.SimpleNamespace(shape={"items": 8}), 30)
+    # The sharded evaluation and EASE's Gram matrix check it before any work.
+    x = sp.csr_matrix(np.eye(30, dtype=np.float32))
+    fake = types.SimpleNamespace(shape={"items": 8})
+    with pytest.raises(ConfigError, match="must divide the 30 items"):
+        metrics.evaluate(ease.predict, np.eye(30), x, x, mesh=fake)
+    with pytest.raises(ConfigError, match="must divide the 30 items"):
+        ease.gram_matrix(x, mesh=fake)
 
 
 @pytest.mark.parametrize(
