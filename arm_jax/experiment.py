@@ -89,7 +89,8 @@ def fit_closed_form(
     if model in ("cvar_ease", "edlae"):
         return _fit_worst_case(split, model, config, dtype=dtype)
     weights = ease.ipw_weights(split.train, beta=config.beta) if model == "ease_ipw" else None
-    gram, t_gram = _timed(ease.gram_matrix, split.train, weights, dtype=dtype)
+    # On the CPU a NumPy Gram matrix, solved in place (one [n, n] buffer: ease_host).
+    gram, t_gram = _timed(ease.gram_for_solve, split.train, weights, dtype=dtype)
     l2 = jnp.asarray(config.C * split.train.shape[0], dtype)
     w, t_solve = _timed(ease.ease_from_gram, gram, l2)
     return w, {"gram": t_gram, "solve": t_solve}
