@@ -17,8 +17,9 @@ import scipy.sparse as sp
 _ALIGN = 64
 """Bytes: JAX's CPU client aliases a NumPy buffer aligned to this instead of copying it."""
 
-_BLOCK_ELEMENTS = 2**24
-"""Elements per block of rows of the Gram matrix and of W (128 MiB of float64)."""
+_BLOCK_ELEMENTS = 2**22
+"""Elements per block of rows of the Gram matrix and of W (32 MiB of float64; the block's
+sparse product, dense for popular items, takes about twice that)."""
 
 _MIRROR_STEP = 2048
 """Columns per block of the in-place mirror."""
@@ -56,7 +57,7 @@ def gram(x: sp.csr_matrix, weights: np.ndarray | None, *, dtype) -> np.ndarray:
     n = x.shape[1]
     g = aligned_empty((n, n), dtype)
     for start, stop in _row_blocks(n, n):
-        block = (xt[start:stop] @ x).astype(exact)
+        block = (xt[start:stop] @ x).astype(exact, copy=False)
         if exact == dtype:
             block.toarray(out=g[start:stop])
         else:
