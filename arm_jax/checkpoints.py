@@ -149,9 +149,18 @@ def _manager(path: str, *, max_to_keep: int | None):
         # Synchronous: see the module docstring.
         enable_async_checkpointing=False,
     )
-    return ocp.CheckpointManager(
-        os.path.abspath(path), options=options, item_names=("tree", "meta")
-    )
+    handlers = {"tree": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(os.path.abspath(path), options=options, item_handlers=handlers)
+
+
+_DATA_FILE_BYTES = 64 * 2**20
+"""OCDBT data files of at most this size: tensorstore holds a file's encoded chunks until
+it is written, and orbax's 2 GiB default held about one more copy of each `[n, n]` leaf
+while saving (docs/performance.md). The arrays' bytes on disk are the same."""
+
+
+def _save_args(tree) -> ocp.args.PyTreeSave:
+    return ocp.args.PyTreeSave(tree, ocdbt_target_data_file_size=_DATA_FILE_BYTES)
 
 
 def _damaged(where: str, error: Exception | str) -> ConfigError:
@@ -175,7 +184,8 @@ def _restore(manager, path: str, step: int, like=None) -> tuple:
     items = {"meta": ocp.args.JsonRestore()}
     if like is not None:
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-        items["tree"] = ocp.args.StandardRestore(abstract)
+        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+        items["tree"] = ocp.args.PyTreeRestore(abstract, restore_args=restore_args)
     where = os.path.join(path, str(step))
     try:
         out = manager.restore(step, args=ocp.args.Composite(**items))
@@ -251,7 +261,7 @@ class Checkpointer:
         self._prune_best()  # the previous `latest` is committed: older bests can go
         meta = {**meta, "checksum": tree_checksum(tree)}
         meta["meta_checksum"] = _meta_checksum(meta)
-        args = ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
+        args = ocp.args.Composite(tree=_save_args(tree), meta=ocp.args.JsonSave(meta))
         self._latest.save(epoch, args=args)
         self._pending_best = meta.get("best_epoch")
 
@@ -259,7 +269,7 @@ class Checkpointer:
         """Writes the best learner and adversary `tree` as epoch `epoch`."""
         meta = {"epoch": epoch, "checksum": tree_checksum(tree)}
         meta["meta_checksum"] = _meta_checksum(meta)
-        args = ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
+        args = ocp.args.Composite(tree=_save_args(tree), meta=ocp.args.JsonSave(meta))
         self._best.save(epoch, args=args)
 
     def restore_latest(self, like) -> tuple:

@@ -7,10 +7,11 @@ With X the `[m, n]` 0/1 training matrix and D a diagonal of user weights (all 1 
 This is the scaling of the paper authors' code, so their published C values carry over;
 Steck's λ is C·m (`l2` below). W is invariant to scaling P, so only λ/m-vs-C matters.
 
-The Gram matrix is built from the sparse X without densifying it on the host: on the CPU
-with SciPy's sparse product, on an accelerator by adding each user's item pairs into it on
-the device (X is 0/1, so float32 counts are exact), or, on request, from user chunks
-densified and multiplied on the device.
+The Gram matrix is built from the sparse X without densifying X: on the CPU with SciPy's
+sparse product (and there solved in place in one host buffer: `ease_host`), on an
+accelerator by adding each user's item pairs into it on the device (X is 0/1, so float32
+counts are exact), or, on request, from user chunks densified and multiplied on the
+device.
 """
 
 import functools
@@ -18,10 +19,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 
-from arm_jax import io
+from arm_jax import ease_host, io
 from arm_jax.errors import ConfigError
 
 
@@ -114,9 +114,7 @@ def gram_matrix(
         else:
             method = "device"
     if method == "sparse":
-        xt = x.T.tocsr() if weights is None else (x.T @ sp.diags(weights)).tocsr()
-        g = (xt @ x).astype(np.float64 if weights is not None else np.float32)
-        return jnp.asarray(g.toarray(), dtype=dtype)
+        return jnp.asarray(ease_host.gram(x, weights, dtype=dtype))
     if method == "device":
         return _gram_on_device(x, weights, binary, dtype=dtype, chunk_size=chunk_size)
     if method == "pairs":
@@ -278,26 +276,6 @@ def _scan_pairs(indptr, indices, data, weights, offsets, users, *, n, pairs_per_
     return jax.lax.scan(body, g0, (offsets, users))[0]
 
 
-def _spd_inverse_host(a: np.ndarray) -> np.ndarray:
-    # LAPACK potrf + potri: n³ flops in all, against 2n³ for an LU inverse.
-    potrf, potri = scipy.linalg.get_lapack_funcs(("potrf", "potri"), (a,))
-    c, info = potrf(a, lower=True, clean=False, overwrite_a=False)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"Cholesky failed (info={info}): matrix not positive definite")
-    p, info = potri(c, lower=True, overwrite_c=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"potri failed (info={info})")
-    # Mirror the lower triangle in place, a block of columns at a time: a full
-    # `tril + tril.T` would need two more n×n temporaries (docs/performance.md).
-    n, step = p.shape[0], 2048
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        block = p[start:stop, start:stop]
-        block[:] = np.tril(block) + np.tril(block, -1).T
-        p[start:stop, stop:] = p[stop:, start:stop].T
-    return p
-
-
 def _spd_inverse(a: jax.Array) -> jax.Array:
     """Inverse of a symmetric positive definite matrix.
 
@@ -308,7 +286,7 @@ def _spd_inverse(a: jax.Array) -> jax.Array:
 
     def on_cpu(a):
         shape = jax.ShapeDtypeStruct(a.shape, a.dtype)
-        return jax.pure_callback(lambda m: _spd_inverse_host(np.asarray(m)), shape, a)
+        return jax.pure_callback(lambda m: ease_host.spd_inverse(np.asarray(m)), shape, a)
 
     return jax.lax.platform_dependent(a, cpu=on_cpu, default=_cholesky_inverse)
 
@@ -326,17 +304,42 @@ def _ease_weights(gram: jax.Array, l2: jax.Array, inverse=_spd_inverse) -> jax.A
     return w.at[jnp.diag_indices(n)].set(0.0)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def ease_from_gram(gram: jax.Array, l2: jax.Array) -> jax.Array:
+def host_solve(method: str = "auto") -> bool:
+    """Whether EASE's Gram matrix is built and solved on the host, in one NumPy buffer:
+    on the CPU backend with the "sparse" (or "auto") Gram method."""
+    return jax.default_backend() == "cpu" and method in ("auto", "sparse")
+
+
+def gram_for_solve(
+    x: sp.csr_matrix, weights: np.ndarray | None = None, *, dtype=jnp.float32, method="auto"
+) -> jax.Array | np.ndarray:
+    """XᵀDX in the form `ease_from_gram` solves with the least memory: where `host_solve`,
+    an aligned NumPy array (the numbers of `gram_matrix`'s "sparse" method), else
+    `gram_matrix`'s device array."""
+    if host_solve(method):
+        return ease_host.gram(interactions(x), weights, dtype=_check_dtype(dtype))
+    return gram_matrix(x, weights, dtype=dtype, method=method)
+
+
+def ease_from_gram(gram: jax.Array | np.ndarray, l2) -> jax.Array:
     """EASE weights from a Gram matrix: W = I − P·diag(1/diag P), P = (G + l2·I)⁻¹.
 
     Args:
-      gram: `[n, n]` XᵀDX (donated: its buffer is reused).
+      gram: `[n, n]` XᵀDX: a device array (donated: its buffer is reused) or, on the
+        CPU backend, `gram_for_solve`'s NumPy array, overwritten by W (`ease_host`: the
+        same numbers in one buffer, which the result aliases).
       l2: Steck's λ on this Gram matrix's scale.
 
     Returns:
       `[n, n]` W with a zero diagonal.
     """
+    if isinstance(gram, np.ndarray) and jax.default_backend() == "cpu":
+        return ease_host.to_device(ease_host.ease_in_place(gram, l2))
+    return _ease_from_gram(gram, l2)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _ease_from_gram(gram: jax.Array, l2: jax.Array) -> jax.Array:
     return _ease_weights(gram, l2)
 
 
@@ -371,11 +374,12 @@ def fit_ease(
     l2 = C * m if l2 is None else l2
     if l2 <= 0:
         raise ConfigError(f"the EASE regulariser must be > 0, got C·m = {l2}")
-    gram = gram_matrix(x, weights, dtype=dtype, method=gram_method, mesh=mesh)
     if mesh is not None:
         from arm_jax import ease_mesh
 
+        gram = gram_matrix(x, weights, dtype=dtype, method=gram_method, mesh=mesh)
         return ease_mesh.ease_by_columns(gram, l2, mesh=mesh)
+    gram = gram_for_solve(x, weights, dtype=dtype, method=gram_method)
     return ease_from_gram(gram, jnp.asarray(l2, gram.dtype))
 
 

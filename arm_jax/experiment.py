@@ -98,7 +98,10 @@ def fit_closed_form(
         w, seconds = _fit_worst_case(split, model, config, dtype=dtype)
         return (w if mesh is None else sharding.by_columns(w, mesh)), seconds
     weights = ease.ipw_weights(split.train, beta=config.beta) if model == "ease_ipw" else None
-    gram, t_gram = _timed(ease.gram_matrix, split.train, weights, dtype=dtype, mesh=mesh)
+    if mesh is None:  # on the CPU a NumPy Gram matrix, solved in place (ease_host)
+        gram, t_gram = _timed(ease.gram_for_solve, split.train, weights, dtype=dtype)
+    else:
+        gram, t_gram = _timed(ease.gram_matrix, split.train, weights, dtype=dtype, mesh=mesh)
     l2 = jnp.asarray(config.C * split.train.shape[0], dtype)
     if mesh is None:
         w, t_solve = _timed(ease.ease_from_gram, gram, l2)

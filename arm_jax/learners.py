@@ -178,6 +178,8 @@ def learner_loss(
 
 def _dense_init(key, n_items, config, *, dtype=jnp.float32, x=None):
     if x is not None:  # C/2: the stationary point of the loss with uniform weights
+        # The scatter also copies W into a buffer JAX owns: on the CPU fit_ease's W
+        # aliases a NumPy one, which a donating step would not reuse (a second W).
         return {"W": zero_diagonal(fit_ease(x, C=config.C / 2, dtype=dtype))}
     init = jax.jit(init_learner, static_argnums=(1,), static_argnames="dtype")
     return init(key, n_items, dtype=dtype)

@@ -263,3 +263,19 @@ def test_cli_old_and_damaged_checkpoints_are_one_line_errors(tmp_path):
     out = train("--max_epochs=3", "--resume")
     assert out.returncode == 1 and "older arm_jax (best.npz)" in out.stderr
     assert out.stderr.count("\n") == 1
+
+
+def test_saves_write_small_data_files_and_restore_the_same_bits(tmp_path, monkeypatch):
+    # Small OCDBT data files are what keeps a save from holding a second copy of W.
+    monkeypatch.setattr(checkpoints, "_DATA_FILE_BYTES", 2**20)
+    rng = np.random.default_rng(0)
+    tree = {"W": jax.numpy.asarray(rng.standard_normal((1024, 1024), np.float32))}
+    with checkpoints.Checkpointer(str(tmp_path)) as ckpt:
+        ckpt.save_latest(1, tree, {"epoch": 1})
+        restored, meta = ckpt.restore_latest(tree)
+    assert np.asarray(restored["W"]).tobytes() == np.asarray(tree["W"]).tobytes()
+    data = [
+        os.path.getsize(f)
+        for f in glob.glob(str(tmp_path / "checkpoints/latest/1/tree/**/d/*"), recursive=True)
+    ]
+    assert len(data) >= 4 and max(data) <= 2 * 2**20  # 4 MiB of W in files of about 1 MiB

@@ -1,0 +1,130 @@
+"""EASE's closed form on the host in one `[n, n]` buffer (the CPU backend's path).
+
+The Gram matrix is written into one 64-byte-aligned NumPy array a block of rows at a
+time, then turned into W in place: λ added to its diagonal, LAPACK's potrf and potri on
+the buffer itself (its transpose is the Fortran-ordered matrix LAPACK reads, so nothing
+is copied), the inverse mirrored, W = −P·diag(1/diag P) a block of rows at a time. At
+Gowalla's 40,981 items one float32 `[n, n]` array is 6.7 GB; the jitted path held
+several (docs/performance.md). Every step does the arithmetic of `ease.ease_from_gram`'s
+jitted path in the same order, so W is the same to the bit (tests/test_ease_host.py).
+"""
+
+import jax
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+_ALIGN = 64
+"""Bytes: JAX's CPU client aliases a NumPy buffer aligned to this instead of copying it."""
+
+_BLOCK_ELEMENTS = 2**22
+"""Elements per block of rows of the Gram matrix and of W (32 MiB of float64; the block's
+sparse product, dense for popular items, takes about twice that)."""
+
+_MIRROR_STEP = 2048
+"""Columns per block of the in-place mirror."""
+
+
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    offset = (-raw.ctypes.data) % _ALIGN
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+def _row_blocks(n: int, width: int):
+    rows = max(1, _BLOCK_ELEMENTS // max(width, 1))
+    return ((start, min(start + rows, n)) for start in range(0, n, rows))
+
+
+def gram(x: sp.csr_matrix, weights: np.ndarray | None, *, dtype) -> np.ndarray:
+    """XᵀDX, `[n, n]` in `dtype`, as an aligned NumPy array.
+
+    Args:
+      x: `[m, n]` CSR matrix without stored zeros (`ease.interactions`).
+      weights: `[m]` user weights or None.
+      dtype: float32 or float64.
+
+    Each block of rows is the SciPy sparse product of Xᵀ's rows with X, which sums every
+    entry in the order the whole product does; it is computed in float32 for 0/1 counts
+    and in float64 for weights, then cast, as `ease.gram_matrix`'s "sparse" method.
+    """
+    dtype = np.dtype(dtype)
+    xt = x.T.tocsr() if weights is None else (x.T @ sp.diags(weights)).tocsr()
+    exact = np.dtype(np.float32 if weights is None else np.float64)
+    n = x.shape[1]
+    g = aligned_empty((n, n), dtype)
+    for start, stop in _row_blocks(n, n):
+        block = (xt[start:stop] @ x).astype(exact, copy=False)
+        if exact == dtype:
+            block.toarray(out=g[start:stop])
+        else:
+            g[start:stop] = block.toarray()
+    return g
+
+
+def mirror_lower(p: np.ndarray) -> np.ndarray:
+    """Copies `p`'s lower triangle onto its upper one in place, a block of columns at a
+    time: a full `tril + tril.T` would need two more n×n temporaries."""
+    n = p.shape[0]
+    for start in range(0, n, _MIRROR_STEP):
+        stop = min(start + _MIRROR_STEP, n)
+        block = p[start:stop, start:stop]
+        block[:] = np.tril(block) + np.tril(block, -1).T
+        p[start:stop, stop:] = p[stop:, start:stop].T
+    return p
+
+
+def _potrf_potri(a: np.ndarray, *, overwrite: bool) -> np.ndarray:
+    # LAPACK potrf + potri: n³ flops in all, against 2n³ for an LU inverse.
+    potrf, potri = scipy.linalg.get_lapack_funcs(("potrf", "potri"), (a,))
+    c, info = potrf(a, lower=True, clean=False, overwrite_a=overwrite)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"Cholesky failed (info={info}): matrix not positive definite")
+    p, info = potri(c, lower=True, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"potri failed (info={info})")
+    return mirror_lower(p)
+
+
+def spd_inverse(a: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite matrix (its lower triangle is read) in a
+    new Fortran-ordered array: `ease`'s host callback inside jit."""
+    return _potrf_potri(a, overwrite=False)
+
+
+def ease_in_place(g: np.ndarray, l2) -> np.ndarray:
+    """EASE's W from the Gram matrix `g` (an `[n, n]` NumPy array, overwritten: the
+    result is `g` itself; LAPACK works on a C-ordered one without a copy).
+
+    W = −P·diag(1/diag P) with a zero diagonal, P = (G + l2·I)⁻¹.
+    """
+    n = g.shape[0]
+    diagonal = (np.arange(n), np.arange(n))
+    g[diagonal] += np.asarray(l2, g.dtype)  # G + λI in g's dtype, as the jitted path
+    # LAPACK reads gᵀ (Fortran order, no copy) and its lower triangle, i.e. g's upper
+    # one: made g's lower one, the triangle the jitted path's (copied) matrix gives it.
+    mirror_lower(g)
+    p = _potrf_potri(g.T, overwrite=True)
+    if not np.shares_memory(p, g):  # f2py copied after all: same numbers, more memory
+        g.T[:] = p
+    # P is symmetric now, so g (= Pᵀ) is P. XLA computes −P / diag P as (−P)·(1/diag P)
+    # (its simplifier turns a division by a broadcast into a product): so does this.
+    reciprocal = np.divide(np.asarray(1.0, g.dtype), g[diagonal])
+    for start, stop in _row_blocks(n, n):
+        block = g[start:stop]
+        np.multiply(block, reciprocal, out=block)
+        np.negative(block, out=block)  # −(p·r) is (−p)·r to the bit
+    g[diagonal] = 0.0
+    return g
+
+
+def to_device(w: np.ndarray) -> jax.Array:
+    """`w` as a JAX array on the CPU backend, aliasing its aligned buffer (no copy).
+
+    A jitted step that donates such an array still writes a new buffer (XLA does not
+    reuse memory it does not own), so a learner that is trained copies it once first.
+    """
+    return jax.device_put(w, may_alias=True)
