@@ -4,6 +4,7 @@ resume bit for bit, checkpoint_every, old and damaged checkpoints, leftover temp
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -93,10 +94,17 @@ def test_the_callback_gets_the_state_and_one_argument_callbacks_still_work():
     assert [r["epoch"] for r in records] == [1]
 
 
+@pytest.fixture(scope="module")
+def five_epochs():
+    """The uninterrupted 5-epoch run that each kill-and-resume is compared with."""
+    return _train(_split(), config=_config(max_epochs=5))
+
+
 @pytest.mark.parametrize("every, kill", [(1, 2), (2, 3), (3, 2)])
-def test_kill_and_resume_is_bit_for_bit_whatever_checkpoint_every(tmp_path, every, kill):
-    split, config = _split(), _config(max_epochs=5)
-    full = _train(split, config=config)
+def test_kill_and_resume_is_bit_for_bit_whatever_checkpoint_every(
+    tmp_path, every, kill, five_epochs
+):
+    split, config, full = _split(), _config(max_epochs=5), five_epochs
     work = str(tmp_path / "run")
     with pytest.raises(_Kill):
         _train(split, work, config=config, checkpoint_every=every, callback=_kill_at(kill))
@@ -168,12 +176,24 @@ def _largest_array_file(step_dir):
     return max(files, key=os.path.getsize)
 
 
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """A workdir of 2 epochs with a checkpoint each; a copy of it resumes as it does."""
+    work = tmp_path_factory.mktemp("two_epochs") / "run"
+    _train(_split(), str(work), config=_config(max_epochs=2), checkpoint_every=1)
+    copy = str(tmp_path_factory.mktemp("copy") / "run")
+    shutil.copytree(work, copy)
+    more = _train(_split(), copy, config=_config(max_epochs=3), checkpoint_every=1, resume=True)
+    assert [r["epoch"] for r in more.history] == [1, 2, 3]
+    return work
+
+
 @pytest.mark.parametrize("how", ["zero", "truncate", "flip"])
 @pytest.mark.parametrize("what", ["state", "meta", "best"])
-def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, how, what):
-    split, config = _split(), _config(max_epochs=2)
-    work = str(tmp_path)
-    _train(split, work, config=config, checkpoint_every=1)
+def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, how, what, two_epochs):
+    split = _split()
+    work = str(tmp_path / "run")
+    shutil.copytree(two_epochs, work)  # the same files as a 2-epoch run into `work`
     latest = os.path.join(work, "checkpoints", "latest", "2")
     if what == "state":
         _damage(_largest_array_file(latest), how)

@@ -2,9 +2,11 @@
 the niche-item AUC in results.json and the analysis, and bad flags refused in one line."""
 
 import json
+import os
 
 import numpy as np
 import pytest
+from _cli_batch import run_batch  # refused command lines, one interpreter for all
 from test_worst_case_cli import _train  # train.py in a subprocess
 
 from arm_jax import analysis, configs, grids, report
@@ -37,22 +39,30 @@ def test_item_adversary_and_edlae_learner_train_and_analyse(tmp_path):
     assert row["auc"] == pytest.approx(expected) and row["n_niche"] == 400
 
 
-@pytest.mark.parametrize(
-    "args,match",
-    [
-        (["--model=rlarm_edlae", "--learner=low_rank"], "--learner"),
-        (["--model=rlarm", "--dropout_p=0.3"], "--dropout_p"),  # the dense learner
-        (["--model=rlarm", "--learner=edlae", "--dropout_p=1"], "--dropout_p"),
-        (["--model=ease", "--learner=edlae"], "--learner"),
-        (["--model=item_arm", "--B=0"], "--B"),
-    ],
-)
-def test_bad_flags_are_refused_before_writing(tmp_path, args, match):
-    proc = _train(tmp_path, *args, "--workdir=run")
+REFUSED = [
+    (["--model=rlarm_edlae", "--learner=low_rank"], "--learner"),
+    (["--model=rlarm", "--dropout_p=0.3"], "--dropout_p"),  # the dense learner
+    (["--model=rlarm", "--learner=edlae", "--dropout_p=1"], "--dropout_p"),
+    (["--model=ease", "--learner=edlae"], "--learner"),
+    (["--model=item_arm", "--B=0"], "--B"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """train.py on each command line of REFUSED, all in one interpreter (_cli_batch)."""
+    root = tmp_path_factory.mktemp("refused")
+    argvs = [[*args, "--workdir=run"] for args, _ in REFUSED]
+    return run_batch("train.py", argvs, root, ARM_JAX_CACHE=str(root / "cache"))
+
+
+@pytest.mark.parametrize("args,match", REFUSED)
+def test_bad_flags_are_refused_before_writing(refused, args, match):
+    proc = refused[(*args, "--workdir=run")]
     assert proc.returncode == 1 and proc.stderr.startswith("error:"), proc.stderr[-2000:]
     assert match in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "run").exists()
+    assert not os.path.exists(os.path.join(proc.cwd, "run"))
 
 
 @pytest.mark.parametrize("model", ["rlarm_edlae", "item_arm", "item_rlarm", "ui_arm", "ui_rlarm"])

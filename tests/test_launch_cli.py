@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from _cli_batch import run_batch  # refused command lines, one interpreter for all
 from test_analysis import _make_workdirs  # fake model workdirs of one split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,28 +42,34 @@ def test_help_lists_the_main_flags_and_exits_0(script):
     assert "--jax_" not in out.stdout
 
 
-def test_a_bad_flag_still_exits_1():
-    out = _launch("train.py", "--no_such_flag")
+UNUSED = [
+    (["--model=ease", "--B=5"], "--B: not used by --model=ease"),
+    (["--model=rlarm", "--hidden_dim=3"], "--hidden_dim: not used by --model=rlarm"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """train.py on a bad flag and on each row of UNUSED, in one interpreter (_cli_batch);
+    the data folder does not exist: reaching the data would be another error."""
+    root = tmp_path_factory.mktemp("refused")
+    missing = ["--dataset=ml-100k", f"--data_dir={root / 'no_such_folder'}", "--workdir=run"]
+    argvs = [["--no_such_flag"]] + [[*missing, *args] for args, _ in UNUSED]
+    outs = list(run_batch("train.py", argvs, root).values())
+    return {"bad_flag": outs[0], **{tuple(args): o for (args, _), o in zip(UNUSED, outs[1:])}}
+
+
+def test_a_bad_flag_still_exits_1(refused):
+    out = refused["bad_flag"]
     assert out.returncode == 1 and "no_such_flag" in out.stderr
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--model=ease", "--B=5"], "--B: not used by --model=ease"),
-        (["--model=rlarm", "--hidden_dim=3"], "--hidden_dim: not used by --model=rlarm"),
-    ],
-)
-def test_unused_flag_is_refused_before_the_data_is_read(tmp_path, args, message):
-    # The data folder does not exist: reaching the data would be another error.
-    missing = tmp_path / "no_such_folder"
-    out = _launch(
-        "train.py", "--dataset=ml-100k", f"--data_dir={missing}", "--workdir=run", *args,
-        cwd=tmp_path,
-    )  # fmt: skip
+@pytest.mark.parametrize("args,message", UNUSED)
+def test_unused_flag_is_refused_before_the_data_is_read(refused, args, message):
+    out = refused[tuple(args)]
     assert out.returncode == 1
     assert message in out.stderr and "no_such_folder" not in out.stderr
-    assert not (tmp_path / "run").exists()
+    assert not os.path.exists(os.path.join(out.cwd, "run"))
 
 
 def test_analyze_writes_beside_the_workdirs_and_shows_q_10_20_30(tmp_path):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _cli_batch import run_batch  # refused command lines, one interpreter for all
 
 import arm_jax
 from arm_jax import configs, gda, learners, metrics, training
@@ -313,19 +314,27 @@ def test_low_rank_rlarm_from_the_cli_saves_and_evaluates_its_factors(tmp_path):
     assert 0.1 < results["test"]["ndcg@100"] < 1
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--learner=low_rank"], "--learner: not used by --model=ease"),
-        (["--model=ease_ipw", "--learner=dense"], "--learner: not used by --model=ease_ipw"),
-        (["--model=rlarm", "--rank=8"], "--rank=8 is for --learner=low_rank"),
-        (["--model=arm", "--learner=low_rank", "--rank=0"], "--rank must be >= 1, got 0"),
-        (["--model=rlarm_nn", "--learner=low_rank", "--rank=1001"], "--rank must be in [1, 1000]"),
-    ],
-)
-def test_learner_flags_give_one_line_errors(tmp_path, args, message):
-    out = _train(tmp_path, "--workdir=run", *args, check=False)
+LEARNER_FLAGS = [
+    (["--learner=low_rank"], "--learner: not used by --model=ease"),
+    (["--model=ease_ipw", "--learner=dense"], "--learner: not used by --model=ease_ipw"),
+    (["--model=rlarm", "--rank=8"], "--rank=8 is for --learner=low_rank"),
+    (["--model=arm", "--learner=low_rank", "--rank=0"], "--rank must be >= 1, got 0"),
+    (["--model=rlarm_nn", "--learner=low_rank", "--rank=1001"], "--rank must be in [1, 1000]"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """train.py on each command line of LEARNER_FLAGS, all in one interpreter (_cli_batch)."""
+    root = tmp_path_factory.mktemp("refused")
+    argvs = [["--workdir=run", *args] for args, _ in LEARNER_FLAGS]
+    return run_batch("train.py", argvs, root, ARM_JAX_CACHE=str(root / "cache"))
+
+
+@pytest.mark.parametrize("args,message", LEARNER_FLAGS)
+def test_learner_flags_give_one_line_errors(refused, args, message):
+    out = refused[("--workdir=run", *args)]
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
-    assert not (tmp_path / "run").exists()  # nothing written
+    assert not os.path.exists(os.path.join(out.cwd, "run"))  # nothing written

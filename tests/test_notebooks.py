@@ -30,9 +30,13 @@ def _read(name: str) -> nbformat.NotebookNode:
     return nbformat.read(os.path.join(COLABS, name), as_version=4)
 
 
-def _execute(name: str, cwd, monkeypatch, **env) -> nbformat.NotebookNode:
-    """Runs every cell of colabs/`name` in `cwd`; raises CellExecutionError on a failure."""
+def _execute(name: str, cwd, monkeypatch, cache: str, **env) -> nbformat.NotebookNode:
+    """Runs every cell of colabs/`name` in `cwd`; raises CellExecutionError on a failure.
+    The kernels share the session's compilation cache: the notebooks train the same
+    models on the same small split, compiled once."""
     monkeypatch.setenv("ARM_JAX_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", cache)
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     nb = _read(name)
@@ -87,8 +91,8 @@ def test_first_code_cell_installs_and_parameters_read_the_environment(name):
 
 
 @needs_training
-def test_quickstart_runs(tmp_path, monkeypatch):
-    nb = _execute("quickstart.ipynb", tmp_path, monkeypatch)
+def test_quickstart_runs(tmp_path, monkeypatch, jax_cache_dir):
+    nb = _execute("quickstart.ipynb", tmp_path, monkeypatch, jax_cache_dir)
     root = tmp_path / "runs" / "quickstart"
     for model in configs.MODELS:  # the paper's five and the models beyond it
         assert (root / model / "results.json").is_file(), model
@@ -102,10 +106,11 @@ def test_quickstart_runs(tmp_path, monkeypatch):
 
 
 @needs_training
-def test_reproduce_paper_runs_on_a_stand_in(tmp_path, monkeypatch):
+def test_reproduce_paper_runs_on_a_stand_in(tmp_path, monkeypatch, jax_cache_dir):
     nb = _execute(
-        "reproduce_paper.ipynb", tmp_path, monkeypatch, ARM_JAX_NOTEBOOK_DATASET="synthetic"
-    )
+        "reproduce_paper.ipynb", tmp_path, monkeypatch, jax_cache_dir,
+        ARM_JAX_NOTEBOOK_DATASET="synthetic",
+    )  # fmt: skip
     root = tmp_path / "runs" / "synthetic"
     for model in MODELS:
         assert (root / model / "results.json").is_file()
@@ -116,8 +121,8 @@ def test_reproduce_paper_runs_on_a_stand_in(tmp_path, monkeypatch):
     assert _images(nb) == 2
 
 
-def test_custom_adversary_runs(tmp_path, monkeypatch):
-    nb = _execute("custom_adversary.ipynb", tmp_path, monkeypatch)
+def test_custom_adversary_runs(tmp_path, monkeypatch, jax_cache_dir):
+    nb = _execute("custom_adversary.ipynb", tmp_path, monkeypatch, jax_cache_dir)
     text = _text(nb)
     assert "AUC of the adversary's scores" in text
     assert "count-aware R-LARM | niche_a" in text

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from _cli_batch import run_batch  # refused command lines, one interpreter for all
 
 from arm_jax import configs, experiment, io, load_split, report, run_experiment, training
 from arm_jax.errors import ArmJaxError, ConfigError
@@ -188,23 +189,37 @@ def _train(tmp_path, *args):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--C=nan"], "--C must be finite"),
-        (["--model=ease_ipw", "--beta=inf"], "--beta must be finite"),
-        (["--l2=-inf"], "--l2 must be finite, > 0"),
-        (["--model=rlarm_nn", "--hidden_dim=1000000000"], "--hidden_dim (d) must be in [1"),
-    ],
-)
-def test_train_py_refuses_bad_values_before_reading_the_data(tmp_path, args, message):
-    # A missing data file: the flag is refused first.
-    missing = ["--dataset=interactions", f"--data_path={tmp_path / 'none.csv'}"]
-    out = _train(tmp_path, "--workdir=run", *missing, *args)
+BAD_VALUES = [
+    (["--C=nan"], "--C must be finite"),
+    (["--model=ease_ipw", "--beta=inf"], "--beta must be finite"),
+    (["--l2=-inf"], "--l2 must be finite, > 0"),
+    (["--model=rlarm_nn", "--hidden_dim=1000000000"], "--hidden_dim (d) must be in [1"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """train.py on each command line of BAD_VALUES, all in one interpreter (_cli_batch);
+    the data file is missing: the flag is refused first."""
+    root = tmp_path_factory.mktemp("refused")
+    missing = ["--dataset=interactions", f"--data_path={root / 'none.csv'}"]
+    argvs = [["--workdir=run", *missing, *args] for args, _ in BAD_VALUES]
+    return {
+        tuple(args): out
+        for (args, _), out in zip(
+            BAD_VALUES,
+            run_batch("train.py", argvs, root, ARM_JAX_CACHE=str(root / "cache")).values(),
+        )
+    }
+
+
+@pytest.mark.parametrize("args,message", BAD_VALUES)
+def test_train_py_refuses_bad_values_before_reading_the_data(refused, args, message):
+    out = refused[tuple(args)]
     assert out.returncode != 0 and "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert message in line
-    assert not (tmp_path / "run").exists()
+    assert not os.path.exists(os.path.join(out.cwd, "run"))
 
 
 def test_train_py_says_last_that_a_diverged_run_failed(tmp_path):

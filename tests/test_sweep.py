@@ -208,7 +208,7 @@ def test_sweep_and_reproduce_apply_the_own_data_batch_cap(tmp_path):
     clicks = tmp_path / "clicks.csv"
     clicks.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in rows))
     data = [f"--data_path={clicks}", "--n_heldout_users=20", "--no_cache"]
-    grid = '{"B": [100.0]}'
+    grid = '{"B": [100.0], "C": [0.01], "learning_rate": [5e-05]}'  # one cell
     sweep_dir = tmp_path / "sweep"
     proc = _launch(
         "sweep.py", "--dataset=interactions", *data, "--model=rlarm", f"--sweep_dir={sweep_dir}",

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from _cli_batch import run_batch  # refused command lines, one interpreter for all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.environ.get("ARM_JAX_TEST_DATA")
@@ -69,28 +70,36 @@ def test_l2_spelling_and_float64(tmp_path):
     assert b["ndcg@100"] == pytest.approx(a["ndcg@100"], abs=1e-4)
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--model=svd"], "unknown model"),
-        (["--C=0"], "--C must be > 0"),
-        (["--model=ease_ipw", "--beta=-1"], "--beta must be >= 0"),
-        (["--C=0.1", "--l2=3"], "not both"),
-        # These used to run (the flag ignored) or, for the batch, to leave a config.json
-        # that refused the corrected rerun.
-        (["--warm_start"], "--warm_start: not used by --model=ease"),
-        (["--model=ease_ipw", "--B=-1", "--max_epochs=0"], "--B, --max_epochs: not used by"),
-        (["--model=rlarm", "--hidden_dim=3"], "--hidden_dim: not used by --model=rlarm"),
-        (["--model=rlarm", "--batch_size=5000"], "--batch_size=5000 is larger than the 2800"),
-        (["--min_uc=-1"], "--min_uc must be >= 0"),
-    ],
-)
-def test_bad_input_is_one_line_error(tmp_path, args, message):
-    out = _train(tmp_path, "--workdir=run", *args, check=False)
+BAD_INPUT = [
+    (["--model=svd"], "unknown model"),
+    (["--C=0"], "--C must be > 0"),
+    (["--model=ease_ipw", "--beta=-1"], "--beta must be >= 0"),
+    (["--C=0.1", "--l2=3"], "not both"),
+    # These used to run (the flag ignored) or, for the batch, to leave a config.json
+    # that refused the corrected rerun.
+    (["--warm_start"], "--warm_start: not used by --model=ease"),
+    (["--model=ease_ipw", "--B=-1", "--max_epochs=0"], "--B, --max_epochs: not used by"),
+    (["--model=rlarm", "--hidden_dim=3"], "--hidden_dim: not used by --model=rlarm"),
+    (["--model=rlarm", "--batch_size=5000"], "--batch_size=5000 is larger than the 2800"),
+    (["--min_uc=-1"], "--min_uc must be >= 0"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """train.py on each command line of BAD_INPUT, all in one interpreter (_cli_batch)."""
+    root = tmp_path_factory.mktemp("bad_input")
+    argvs = [["--workdir=run", *args] for args, _ in BAD_INPUT]
+    return run_batch("train.py", argvs, root, ARM_JAX_CACHE=str(root / "cache"))
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT)
+def test_bad_input_is_one_line_error(refused, args, message):
+    out = refused[("--workdir=run", *args)]
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
-    assert not (tmp_path / "run").exists()  # nothing written
+    assert not os.path.exists(os.path.join(out.cwd, "run"))  # nothing written
 
 
 @pytest.mark.skipif(not DATA, reason="ARM_JAX_TEST_DATA unset")

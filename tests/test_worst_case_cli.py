@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from _cli_batch import run_batch  # refused command lines, one interpreter for all
 
 from arm_jax import configs, grids, report
 from arm_jax.errors import ConfigError
@@ -65,24 +66,32 @@ def test_group_dro_trains(tmp_path):
     assert set(np.unique(scores)) <= set(logits)  # every user gets its group's logit
 
 
-@pytest.mark.parametrize(
-    "args,match",
-    [
-        (["--model=cvar_ease", "--alpha=0"], "--alpha"),
-        (["--model=cvar_ease", "--alpha=1.5"], "--alpha"),
-        (["--model=cvar_ease", "--rounds=0"], "--rounds"),
-        (["--model=edlae", "--dropout_p=1"], "--dropout_p"),
-        (["--model=group_dro", "--groups=1"], "--groups"),
-        (["--model=group_dro", "--groups=100000"], "--groups"),
-        (["--model=ease", "--alpha=0.1"], "--alpha"),  # a flag EASE does not use
-    ],
-)
-def test_bad_flags_are_refused_before_writing(tmp_path, args, match):
-    proc = _train(tmp_path, *args, "--workdir=run")
+REFUSED = [
+    (["--model=cvar_ease", "--alpha=0"], "--alpha"),
+    (["--model=cvar_ease", "--alpha=1.5"], "--alpha"),
+    (["--model=cvar_ease", "--rounds=0"], "--rounds"),
+    (["--model=edlae", "--dropout_p=1"], "--dropout_p"),
+    (["--model=group_dro", "--groups=1"], "--groups"),
+    (["--model=group_dro", "--groups=100000"], "--groups"),
+    (["--model=ease", "--alpha=0.1"], "--alpha"),  # a flag EASE does not use
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """train.py on each command line of REFUSED, all in one interpreter (_cli_batch)."""
+    root = tmp_path_factory.mktemp("refused")
+    argvs = [[*args, "--workdir=run"] for args, _ in REFUSED]
+    return run_batch("train.py", argvs, root, ARM_JAX_CACHE=str(root / "cache"))
+
+
+@pytest.mark.parametrize("args,match", REFUSED)
+def test_bad_flags_are_refused_before_writing(refused, args, match):
+    proc = refused[(*args, "--workdir=run")]
     assert proc.returncode == 1 and proc.stderr.startswith("error:"), proc.stderr[-2000:]
     assert match in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "run").exists()
+    assert not os.path.exists(os.path.join(proc.cwd, "run"))
 
 
 def test_new_models_are_in_every_table():

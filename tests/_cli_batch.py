@@ -1,0 +1,101 @@
+"""Runs a launch/ script's `main` on several command lines in one interpreter.
+
+Each subprocess of a launch script pays the JAX and arm_jax imports (about 3 s of CPU);
+the tests of refused flags need dozens of them. `run_batch` starts one interpreter per
+table of command lines instead: for each it resets the flags to their defaults, moves to
+the case's own working directory and runs the script as its `__main__` block does
+(`_cli.run(main)`), with file descriptors 1 and 2 sent to files, so that the exit status,
+stdout and stderr (print, absl logging and any traceback alike) are the process's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_batch(script: str, argvs, root, **env) -> dict:
+    """`{tuple(argv): result}`; each result has returncode, stdout, stderr and cwd (a new
+    folder under `root` that holds nothing else)."""
+    cases = []
+    for i, argv in enumerate(argvs):
+        cwd = os.path.join(str(root), f"case{i}")
+        os.makedirs(cwd)
+        cases.append({"argv": list(argv), "cwd": cwd})
+    spec = os.path.join(str(root), "cases.json")
+    with open(spec, "w") as f:
+        json.dump(cases, f)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), os.path.join(ROOT, "launch", script), spec],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = {}
+    for i, case in enumerate(cases):
+        with open(os.path.join(str(root), f"case{i}.json")) as f:
+            result = json.load(f)
+        out[tuple(case["argv"])] = types.SimpleNamespace(cwd=case["cwd"], **result)
+    return out
+
+
+def _run_case(main, argv: list, cwd: str, out_base: str) -> dict:
+    """One command line, as a fresh process would run it; its status and output."""
+    import traceback
+
+    import _cli
+    import jax
+    from absl import flags
+
+    flags.FLAGS.unparse_flags()  # every flag back to its default, as in a new process
+    jax.config.update("jax_enable_x64", False)  # --float64 would have left it on
+    sys.argv = [main.__module__ + ".py", *argv]
+    os.chdir(cwd)
+    saved = [os.dup(1), os.dup(2)]
+    files = [open(out_base + ".out", "w+b"), open(out_base + ".err", "w+b")]
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(files[0].fileno(), 1), os.dup2(files[1].fileno(), 2)
+    try:
+        _cli.run(main)
+        code = 0
+    except SystemExit as e:
+        code = 0 if e.code is None else e.code
+        if not isinstance(code, int):  # sys.exit("message"): printed, status 1
+            print(code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+    text = []
+    for f in files:
+        f.seek(0)
+        text.append(f.read().decode("utf-8", "replace"))
+        f.close()
+    return {"returncode": code, "stdout": text[0], "stderr": text[1]}
+
+
+def _main(script: str, spec: str) -> None:
+    import importlib
+
+    sys.path.insert(0, os.path.dirname(script))
+    main = importlib.import_module(os.path.basename(script)[: -len(".py")]).main
+    with open(spec) as f:
+        cases = json.load(f)
+    for i, case in enumerate(cases):
+        base = os.path.join(os.path.dirname(spec), f"case{i}")
+        result = _run_case(main, case["argv"], case["cwd"], base)
+        with open(base + ".json", "w") as f:
+            json.dump(result, f)
+
+
+if __name__ == "__main__":
+    _main(*sys.argv[1:])
