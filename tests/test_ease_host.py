@@ -39,20 +39,30 @@ def test_host_fit_is_bit_identical_to_the_jitted_path(small_blocks, monkeypatch,
     calls = []
     solve = ease_host.ease_in_place
     monkeypatch.setattr(ease_host, "ease_in_place", lambda *a: calls.append(1) or solve(*a))
-    with jax.enable_x64(dtype == jnp.float64):
-        for seed in range(3):
-            x = _random_x(seed)
-            weights = ease.ipw_weights(x, beta=0.5) if weighted else None
-            l2 = 0.03 * x.shape[0]
-            old_gram = _old_sparse_gram(x, weights, dtype)
-            sparse_gram = ease.gram_matrix(x, weights, dtype=dtype, method="sparse")
-            assert np.asarray(sparse_gram).tobytes() == np.asarray(old_gram).tobytes()
-            old = np.asarray(ease.ease_from_gram(old_gram, jnp.asarray(l2, dtype)))
-            new = ease.fit_ease(x, l2=l2, weights=weights, dtype=dtype)
-            assert new.dtype == dtype and new.shape == old.shape
-            assert np.array_equal(np.asarray(new), old)
-            assert np.asarray(new).tobytes() == old.tobytes()  # signed zeros too
+    # x64 set globally, not with the thread-local `jax.enable_x64`: the jitted path's
+    # LAPACK callback may run on another thread, which would see x64 off and be handed
+    # a float32 operand ("Incorrect output dtype"; launch scripts set it globally too).
+    jax.config.update("jax_enable_x64", dtype == jnp.float64)
+    try:
+        _compare_paths(dtype, weighted)
+    finally:
+        jax.config.update("jax_enable_x64", False)
     assert len(calls) == 3  # fit_ease took the host path each time
+
+
+def _compare_paths(dtype, weighted):
+    for seed in range(3):
+        x = _random_x(seed)
+        weights = ease.ipw_weights(x, beta=0.5) if weighted else None
+        l2 = 0.03 * x.shape[0]
+        old_gram = _old_sparse_gram(x, weights, dtype)
+        sparse_gram = ease.gram_matrix(x, weights, dtype=dtype, method="sparse")
+        assert np.asarray(sparse_gram).tobytes() == np.asarray(old_gram).tobytes()
+        old = np.asarray(ease.ease_from_gram(old_gram, jnp.asarray(l2, dtype)))
+        new = ease.fit_ease(x, l2=l2, weights=weights, dtype=dtype)
+        assert new.dtype == dtype and new.shape == old.shape
+        assert np.array_equal(np.asarray(new), old)
+        assert np.asarray(new).tobytes() == old.tobytes()  # signed zeros too
 
 
 def test_ease_from_gram_overwrites_a_numpy_gram(small_blocks):
