@@ -28,7 +28,8 @@ The public API, by layer:
   `arm_jax.sharding`, `arm_jax.ease_mesh`);
 - experiments: `model_config`, `ModelConfig`, `run_experiment`, `evaluate_model`;
 - analysis: `analyze_workdirs`, `write_report`, `overall_table`,
-  `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`, `item_auc`;
+  `worst_users_improvement`, `loss_by_fold_in`, `group_table`, `roc_auc`, `item_auc`,
+  `holm` (Holm–Bonferroni adjusted p-values);
   each model's own worst users: `cvar`, `worst_off_table`, `zero_share_table`,
   `best_rank`.
 """
@@ -100,6 +101,7 @@ _LAZY = {
     "overall_table": "analysis",
     "roc_auc": "analysis",
     "item_auc": "analysis",
+    "holm": "analysis",
     "worst_users_improvement": "analysis",
     "cvar": "worst_off",
     "worst_off_table": "worst_off",
@@ -138,6 +140,7 @@ __all__ = [
     "item_hit_rate",
     "item_rank_objective",
     "item_auc",
+    "holm",
     "LINEAR_ADVERSARY",
     "NN_ADVERSARY",
     "Adversary",
