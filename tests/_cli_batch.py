@@ -43,6 +43,17 @@ def run_batch(script: str, argvs, root, **env) -> dict:
     return out
 
 
+def train_rows(tmp_path_factory, rows) -> dict:
+    """train.py on each `(args, expected)` row's args plus `--workdir=run`, in one
+    interpreter with a data cache of its own: `{tuple(args): result}` (see `run_batch`)."""
+    root = tmp_path_factory.mktemp("refused")
+    runs = run_batch(
+        "train.py", [[*args, "--workdir=run"] for args, _ in rows], root,
+        ARM_JAX_CACHE=str(root / "cache"),
+    )  # fmt: skip
+    return {argv[:-1]: result for argv, result in runs.items()}
+
+
 def _run_case(main, argv: list, cwd: str, out_base: str) -> dict:
     """One command line, as a fresh process would run it; its status and output."""
     import traceback

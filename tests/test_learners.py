@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from _cli_batch import run_batch  # refused command lines, one interpreter for all
+from _cli_batch import train_rows  # refused command lines, one interpreter for all
 
 import arm_jax
 from arm_jax import configs, gda, learners, metrics, training
@@ -325,15 +325,12 @@ LEARNER_FLAGS = [
 
 @pytest.fixture(scope="module")
 def refused(tmp_path_factory):
-    """train.py on each command line of LEARNER_FLAGS, all in one interpreter (_cli_batch)."""
-    root = tmp_path_factory.mktemp("refused")
-    argvs = [["--workdir=run", *args] for args, _ in LEARNER_FLAGS]
-    return run_batch("train.py", argvs, root, ARM_JAX_CACHE=str(root / "cache"))
+    return train_rows(tmp_path_factory, LEARNER_FLAGS)
 
 
 @pytest.mark.parametrize("args,message", LEARNER_FLAGS)
 def test_learner_flags_give_one_line_errors(refused, args, message):
-    out = refused[("--workdir=run", *args)]
+    out = refused[tuple(args)]
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr

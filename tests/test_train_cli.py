@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from _cli_batch import run_batch  # refused command lines, one interpreter for all
+from _cli_batch import train_rows  # refused command lines, one interpreter for all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.environ.get("ARM_JAX_TEST_DATA")
@@ -87,15 +87,12 @@ BAD_INPUT = [
 
 @pytest.fixture(scope="module")
 def refused(tmp_path_factory):
-    """train.py on each command line of BAD_INPUT, all in one interpreter (_cli_batch)."""
-    root = tmp_path_factory.mktemp("bad_input")
-    argvs = [["--workdir=run", *args] for args, _ in BAD_INPUT]
-    return run_batch("train.py", argvs, root, ARM_JAX_CACHE=str(root / "cache"))
+    return train_rows(tmp_path_factory, BAD_INPUT)
 
 
 @pytest.mark.parametrize("args,message", BAD_INPUT)
 def test_bad_input_is_one_line_error(refused, args, message):
-    out = refused[("--workdir=run", *args)]
+    out = refused[tuple(args)]
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr

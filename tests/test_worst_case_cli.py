@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from _cli_batch import run_batch  # refused command lines, one interpreter for all
+from _cli_batch import train_rows  # refused command lines, one interpreter for all
 
 from arm_jax import configs, grids, report
 from arm_jax.errors import ConfigError
@@ -79,15 +79,12 @@ REFUSED = [
 
 @pytest.fixture(scope="module")
 def refused(tmp_path_factory):
-    """train.py on each command line of REFUSED, all in one interpreter (_cli_batch)."""
-    root = tmp_path_factory.mktemp("refused")
-    argvs = [[*args, "--workdir=run"] for args, _ in REFUSED]
-    return run_batch("train.py", argvs, root, ARM_JAX_CACHE=str(root / "cache"))
+    return train_rows(tmp_path_factory, REFUSED)
 
 
 @pytest.mark.parametrize("args,match", REFUSED)
 def test_bad_flags_are_refused_before_writing(refused, args, match):
-    proc = refused[(*args, "--workdir=run")]
+    proc = refused[tuple(args)]
     assert proc.returncode == 1 and proc.stderr.startswith("error:"), proc.stderr[-2000:]
     assert match in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
