@@ -99,14 +99,12 @@ def fit_closed_form(
         return (w if mesh is None else sharding.by_columns(w, mesh)), seconds
     weights = ease.ipw_weights(split.train, beta=config.beta) if model == "ease_ipw" else None
     if mesh is None:  # on the CPU a NumPy Gram matrix, solved in place (ease_host)
-        gram, t_gram = _timed(ease.gram_for_solve, split.train, weights, dtype=dtype)
+        build, solve = ease.gram_for_solve, ease.ease_from_gram
     else:
-        gram, t_gram = _timed(ease.gram_matrix, split.train, weights, dtype=dtype, mesh=mesh)
-    l2 = jnp.asarray(config.C * split.train.shape[0], dtype)
-    if mesh is None:
-        w, t_solve = _timed(ease.ease_from_gram, gram, l2)
-    else:
-        w, t_solve = _timed(ease_mesh.ease_by_columns, gram, l2, mesh=mesh)
+        build = functools.partial(ease.gram_matrix, mesh=mesh)
+        solve = functools.partial(ease_mesh.ease_by_columns, mesh=mesh)
+    gram, t_gram = _timed(build, split.train, weights, dtype=dtype)
+    w, t_solve = _timed(solve, gram, jnp.asarray(config.C * split.train.shape[0], dtype))
     return w, {"gram": t_gram, "solve": t_solve}
 
 
