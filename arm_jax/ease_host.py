@@ -9,6 +9,8 @@ several (docs/performance.md). Every step does the arithmetic of `ease.ease_from
 jitted path in the same order, so W is the same to the bit (tests/test_ease_host.py).
 """
 
+import functools
+
 import jax
 import numpy as np
 import scipy.linalg
@@ -23,6 +25,10 @@ sparse product, dense for popular items, takes about twice that)."""
 
 _MIRROR_STEP = 2048
 """Columns per block of the in-place mirror."""
+
+_LAPACK_MAX_N = 32_768
+"""Above this many items the inverse is taken as 2×2 blocks of half size: scipy's OpenBLAS
+(0.3.30) segfaulted in its threaded spotrf at n ≥ 37,000 here (docs/performance.md)."""
 
 
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -79,6 +85,8 @@ def mirror_lower(p: np.ndarray) -> np.ndarray:
 
 def _potrf_potri(a: np.ndarray, *, overwrite: bool) -> np.ndarray:
     # LAPACK potrf + potri: n³ flops in all, against 2n³ for an LU inverse.
+    if a.shape[0] > _LAPACK_MAX_N:
+        return _blocked_potrf_potri(a if overwrite else np.array(a, order="F"))
     potrf, potri = scipy.linalg.get_lapack_funcs(("potrf", "potri"), (a,))
     c, info = potrf(a, lower=True, clean=False, overwrite_a=overwrite)
     if info != 0:
@@ -87,6 +95,41 @@ def _potrf_potri(a: np.ndarray, *, overwrite: bool) -> np.ndarray:
     if info != 0:
         raise np.linalg.LinAlgError(f"potri failed (info={info})")
     return mirror_lower(p)
+
+
+def _checked(name: str, result):
+    out, info = result
+    if info > 0 and name == "potrf":
+        raise np.linalg.LinAlgError(f"Cholesky failed (info={info}): matrix not positive definite")
+    if info != 0:
+        raise np.linalg.LinAlgError(f"{name} failed (info={info})")
+    return out
+
+
+def _blocked_potrf_potri(a: np.ndarray) -> np.ndarray:
+    """`_potrf_potri` in place on `a` as 2×2 blocks, A = [[A11, ·], [A21, A22]]:
+    L11 = chol(A11), L21 = A21·L11⁻ᵀ, L22 = chol(A22 − L21·L21ᵀ); M = L⁻¹ has
+    M21 = −M22·L21·M11; P = MᵀM is [[M11ᵀM11 + M21ᵀM21, ·], [M22ᵀM21, M22ᵀM22]].
+    The same n³ flops as potrf + potri; each block is copied out (f2py needs contiguous
+    arrays), so the temporaries add 3·(n/2)² elements."""
+    potrf, trtri, lauum = scipy.linalg.get_lapack_funcs(("potrf", "trtri", "lauum"), (a,))
+    trsm, syrk, trmm = scipy.linalg.get_blas_funcs(("trsm", "syrk", "trmm"), (a,))
+    top, bottom = slice(0, a.shape[0] // 2), slice(a.shape[0] // 2, a.shape[0])
+    block = functools.partial(np.array, order="F")
+    l11 = _checked("potrf", potrf(block(a[top, top]), lower=True, clean=False, overwrite_a=True))
+    l21 = trsm(1.0, l11, block(a[bottom, top]), side=1, lower=1, trans_a=1, overwrite_b=1)
+    schur = syrk(-1.0, l21, beta=1.0, c=block(a[bottom, bottom]), lower=1, overwrite_c=1)
+    l22 = _checked("potrf", potrf(schur, lower=True, clean=False, overwrite_a=True))
+    m11 = _checked("trtri", trtri(l11, lower=1, overwrite_c=1))
+    m22 = _checked("trtri", trtri(l22, lower=1, overwrite_c=1))
+    m21 = trmm(-1.0, m22, trmm(1.0, m11, l21, side=1, lower=1, overwrite_b=1), lower=1,
+               overwrite_b=1)  # fmt: skip
+    p11 = syrk(1.0, m21, beta=1.0, c=_checked("lauum", lauum(m11, lower=1, overwrite_c=1)),
+               trans=1, lower=1, overwrite_c=1)  # fmt: skip
+    a[top, top] = p11
+    a[bottom, top] = trmm(1.0, m22, m21, lower=1, trans_a=1, overwrite_b=1)  # M22ᵀ·M21
+    a[bottom, bottom] = _checked("lauum", lauum(m22, lower=1, overwrite_c=1))
+    return mirror_lower(a)
 
 
 def spd_inverse(a: np.ndarray) -> np.ndarray:

@@ -87,6 +87,37 @@ def test_host_fit_matches_a_float64_reference():
     np.testing.assert_allclose(w, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("n", [120, 121])
+def test_blocked_inverse_matches_a_float64_reference(monkeypatch, n):
+    """Above `_LAPACK_MAX_N` items the inverse is taken as 2×2 blocks (OpenBLAS's threaded
+    spotrf crashed at 37k): the same W as float64 EASE, in place, even and odd halves."""
+    monkeypatch.setattr(ease_host, "_LAPACK_MAX_N", 64)
+    x = _random_x(9, m=400, n=n, density=0.08)
+    l2 = 0.02 * x.shape[0]
+    xd = x.toarray().astype(np.float64)
+    p = np.linalg.inv(xd.T @ xd + l2 * np.eye(n))
+    ref = -p / np.diag(p)[None, :]
+    np.fill_diagonal(ref, 0.0)
+    for dtype, atol in ((np.float64, 1e-11), (np.float32, 2e-5)):
+        g = ease_host.gram(ease.interactions(x), None, dtype=dtype)
+        w = ease_host.ease_in_place(g, l2)
+        assert w is g and w.dtype == dtype
+        np.testing.assert_allclose(w, ref, rtol=0, atol=atol * np.abs(ref).max())
+        a = np.asfortranarray(xd.T @ xd + l2 * np.eye(n)).astype(dtype)
+        before = a.copy()
+        inverse = ease_host.spd_inverse(a)
+        np.testing.assert_array_equal(a, before)  # the callback's operand is left as it was
+        np.testing.assert_allclose(inverse, p, rtol=0, atol=atol * np.abs(p).max())
+
+
+def test_blocked_inverse_not_positive_definite_is_an_error(monkeypatch):
+    monkeypatch.setattr(ease_host, "_LAPACK_MAX_N", 2)
+    g = ease_host.aligned_empty((6, 6), np.float32)
+    g[:] = np.diag([1.0, 1.0, 1.0, -1.0, 1.0, 1.0]).astype(np.float32)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        ease_host.ease_in_place(g, 0.5)
+
+
 def test_a_gram_lapack_must_copy_gives_the_same_w():
     x = _random_x(7)
     l2 = 0.05 * x.shape[0]
