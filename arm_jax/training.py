@@ -14,7 +14,8 @@ line of `metrics.jsonl` (losses: `data_loss`, the steps' mean weighted squared e
 and `learner_loss`, that plus (C/2)‖W‖² of the epoch's last W; the adversary's mean
 objective; adversary weight statistics; validation metrics; and seconds: `step_seconds`
 for the epoch's steps, `valid_seconds` for the validation, `seconds` for both plus
-starting the best checkpoint's write); `resume=True` continues from the latest checkpoint.
+starting the best checkpoint's write); `resume=True` continues from the latest checkpoint
+(`arm_jax.resume`: which run a workdir's checkpoint holds, and restoring it).
 """
 
 import contextlib
