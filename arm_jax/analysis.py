@@ -230,7 +230,6 @@ def worst_users_improvement(
       the model), p_holm_vs_ease and p_holm_vs_ease_ipw (`holm` over each column: all q
       levels × models), sig_vs_ease, sig_vs_ease_ipw (Holm-adjusted p < alpha).
     """
-    # Over 60 lines for the row literal below, which names every column of the table.
     if "ease" not in ndcg:
         raise ArmJaxError("Figure 2 needs the EASE workdir (model 'ease'); none was given")
     base = np.asarray(ndcg["ease"], dtype=np.float64)
@@ -244,40 +243,42 @@ def worst_users_improvement(
         for model, values in ndcg.items():
             if model == "ease":
                 continue
-            v = np.asarray(values, dtype=np.float64)[mask]
-            mean = float(v.mean())
-            t_e, p_e = paired_pvalue(v, base[mask])
-            t_i, p_i = float("nan"), float("nan")
-            if ipw is not None and model != "ease_ipw":
-                t_i, p_i = paired_pvalue(v, np.asarray(ipw, dtype=np.float64)[mask])
-            rows.append(
-                {
-                    "percent": percent,
-                    "model": model,
-                    "label": MODEL_LABELS[model],
-                    "n_users": int(mask.sum()),
-                    "share_pct": 100.0 * mask.sum() / base.size,
-                    "threshold": threshold,
-                    "tied_at_cut": tied,
-                    "tied_left_out": left_out,
-                    "ease_mean": base_mean,
-                    "mean": mean,
-                    "diff_mean": float((v - base[mask]).mean()),
-                    "improvement_pct": (
-                        100.0 * (mean - base_mean) / base_mean if base_mean > 0 else float("nan")
-                    ),
-                    "t_vs_ease": t_e,
-                    "p_vs_ease": p_e,
-                    "t_vs_ease_ipw": t_i,
-                    "p_vs_ease_ipw": p_i,
-                }
-            )
+            row = _improvement_row(model, values, base, ipw, mask, base_mean)
+            cut = {"threshold": threshold, "tied_at_cut": tied, "tied_left_out": left_out}
+            rows.append({"percent": percent, **row, **cut})
     table = pd.DataFrame(rows, columns=list(_WORST_USERS_COLUMNS))
     for baseline in ("ease", "ease_ipw"):  # one family per baseline
         adjusted = holm(table[f"p_vs_{baseline}"].to_numpy(dtype=np.float64))
         table[f"p_holm_vs_{baseline}"] = adjusted
         table[f"sig_vs_{baseline}"] = adjusted < alpha  # NaN: False
     return table
+
+
+def _improvement_row(model, values, base, ipw, mask, base_mean) -> dict:
+    """Figure 2's numbers for `model` on EASE's bottom users `mask`: its mean NDCG@100,
+    the difference from EASE's, and the paired t-tests against EASE and EASE-IPW."""
+    v = np.asarray(values, dtype=np.float64)[mask]
+    mean = float(v.mean())
+    t_e, p_e = paired_pvalue(v, base[mask])
+    t_i, p_i = float("nan"), float("nan")
+    if ipw is not None and model != "ease_ipw":
+        t_i, p_i = paired_pvalue(v, np.asarray(ipw, dtype=np.float64)[mask])
+    return {
+        "model": model,
+        "label": MODEL_LABELS[model],
+        "n_users": int(mask.sum()),
+        "share_pct": 100.0 * mask.sum() / base.size,
+        "ease_mean": base_mean,
+        "mean": mean,
+        "diff_mean": float((v - base[mask]).mean()),
+        "improvement_pct": (
+            100.0 * (mean - base_mean) / base_mean if base_mean > 0 else float("nan")
+        ),
+        "t_vs_ease": t_e,
+        "p_vs_ease": p_e,
+        "t_vs_ease_ipw": t_i,
+        "p_vs_ease_ipw": p_i,
+    }
 
 
 def group_table(per_user: dict[str, dict], *, metric: str = "ndcg@100") -> pd.DataFrame:

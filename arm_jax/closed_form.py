@@ -34,19 +34,29 @@ learned), and the full-rank solution is, with P = (XᵀX + Λ)⁻¹,
 — the paper's Eqs. 8 and 9, as its authors' notebook `learn_EDLAE_fullrank` (github
 hasteck/EDLAE_NeurIPS2020) computes them. The paper's own text was not at hand here: the
 formulas above are the published ones as that notebook implements them. p = 0 is EASE.
+
+`fit_closed_form` fits any closed-form model of a run (EASE and EASE-IPW of
+`arm_jax.ease` too) on a split, on one device or over a mesh.
 """
 
 import functools
+import time
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from arm_jax import ease, ease_mesh, sharding
 from arm_jax.ease import ease_from_gram, gram_matrix, interactions, predict
 from arm_jax.errors import ConfigError
 from arm_jax.metrics import ndcg_at_k
 from arm_jax.products import predict_sparse, resolve_product
+
+if TYPE_CHECKING:  # configs (and data, through it) import the learners, which import this
+    from arm_jax.configs import ModelConfig
+    from arm_jax.data import Split
 
 LOSSES = ("squared", "rank")
 
@@ -203,3 +213,48 @@ def fit_edlae(
     # P = (G + Λ)⁻¹ = (G + diagMat(p/(1−p)·diag G) + λI)⁻¹: EASE's solve on a shifted G.
     gram = gram + jnp.diag(diag)
     return ease_from_gram(gram, jnp.asarray(lam, gram.dtype))
+
+
+def _timed(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` once its arrays are ready, and the seconds it took."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args, **kwargs))
+    return out, time.perf_counter() - start
+
+
+def fit_closed_form(
+    split: "Split", model: str, config: "ModelConfig", *, dtype=jnp.float32, mesh=None
+) -> tuple[jax.Array, dict[str, float]]:
+    """EASE, EASE-IPW, CVaR-EASE or EDLAE on `split.train`; returns W and seconds (Gram
+    and solve for EASE and EASE-IPW, the whole fit for the others).
+
+    With a `mesh`, W is returned split by columns over it: EASE's and EASE-IPW's Gram
+    matrix is built so too (the inverse on one device, `ease_mesh.ease_by_columns`); the
+    worst-case baselines are fitted on one device, then placed.
+    """
+    if model in ("cvar_ease", "edlae"):
+        w, seconds = _fit_worst_case(split, model, config, dtype=dtype)
+        return (w if mesh is None else sharding.by_columns(w, mesh)), seconds
+    weights = ease.ipw_weights(split.train, beta=config.beta) if model == "ease_ipw" else None
+    if mesh is None:  # on the CPU a NumPy Gram matrix, solved in place (ease_host)
+        build, solve = ease.gram_for_solve, ease.ease_from_gram
+    else:
+        build = functools.partial(ease.gram_matrix, mesh=mesh)
+        solve = functools.partial(ease_mesh.ease_by_columns, mesh=mesh)
+    gram, t_gram = _timed(build, split.train, weights, dtype=dtype)
+    w, t_solve = _timed(solve, gram, jnp.asarray(config.C * split.train.shape[0], dtype))
+    return w, {"gram": t_gram, "solve": t_solve}
+
+
+def _fit_worst_case(split: "Split", model: str, config: "ModelConfig", *, dtype):
+    if model == "cvar_ease":
+        fit = functools.partial(
+            fit_cvar_ease,
+            alpha=config.alpha,
+            rounds=config.rounds,
+            loss=config.cvar_loss,
+        )
+    else:
+        fit = functools.partial(fit_edlae, dropout_p=config.dropout_p)
+    w, seconds = _timed(fit, split.train, C=config.C, dtype=dtype)
+    return w, {"fit": seconds}

@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from arm_jax import ease, sharding
+from arm_jax.ease_device import chunk_layout
 from arm_jax.errors import ConfigError
 
 
@@ -39,7 +40,7 @@ def gram_by_columns(x, weights, *, mesh, dtype=jnp.float32, method="auto", chunk
     if method != "device":
         raise ConfigError(f"gram method with a mesh must be auto, device or sparse, got {method!r}")
     chunk_size = max(1, min(chunk_size, x.shape[0]))
-    layout = ease.chunk_layout(x, weights, chunk_size=chunk_size, dtype=np.dtype(dtype))
+    layout = chunk_layout(x, weights, chunk_size=chunk_size, dtype=np.dtype(dtype))
     rows, cols, vals = sharding.put(layout, (sharding.replicated(mesh),) * 3)
     exact = weights is None and dtype == jnp.float32 and binary
     g = _scan_gram_columns(
@@ -50,9 +51,9 @@ def gram_by_columns(x, weights, *, mesh, dtype=jnp.float32, method="auto", chunk
 
 @functools.partial(jax.jit, static_argnames=("n", "chunk_size", "exact_binary", "mesh"))
 def _scan_gram_columns(rows, cols, vals, *, n, chunk_size, exact_binary, mesh):
-    # `ease._scan_gram`'s chunks, each device multiplying a whole dense chunk by its own
+    # `ease_device._scan_gram`'s chunks, each device multiplying a whole dense chunk by its own
     # n/d columns of it: G's columns never meet on one device.
-    in_dtype = jnp.bfloat16 if exact_binary else vals.dtype  # exact: `ease._scan_gram`
+    in_dtype = jnp.bfloat16 if exact_binary else vals.dtype  # exact: `ease_device._scan_gram`
     acc_dtype = jnp.float32 if exact_binary else vals.dtype
     precision = None if exact_binary else jax.lax.Precision.HIGHEST
     size = n // mesh.shape["items"]

@@ -21,7 +21,6 @@
 """
 
 import contextlib
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -32,10 +31,7 @@ import numpy as np
 
 from arm_jax import (
     adversarial,
-    closed_form,
     configs,
-    ease,
-    ease_mesh,
     group_dro,
     identity,
     io,
@@ -44,6 +40,7 @@ from arm_jax import (
     sharding,
     training,
 )
+from arm_jax.closed_form import fit_closed_form
 from arm_jax.data import Split, split_stats
 from arm_jax.errors import ConfigError
 
@@ -76,50 +73,6 @@ def evaluate_model(
     if groups is not None:
         out["group"] = np.asarray(groups)[index]
     return out
-
-
-def _timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args, **kwargs))
-    return out, time.perf_counter() - start
-
-
-def fit_closed_form(
-    split: Split, model: str, config: configs.ModelConfig, *, dtype=jnp.float32, mesh=None
-) -> tuple[jax.Array, dict[str, float]]:
-    """EASE, EASE-IPW, CVaR-EASE or EDLAE on `split.train`; returns W and seconds (Gram
-    and solve for EASE and EASE-IPW, the whole fit for the others).
-
-    With a `mesh`, W is returned split by columns over it: EASE's and EASE-IPW's Gram
-    matrix is built so too (the inverse on one device, `ease_mesh.ease_by_columns`); the
-    worst-case baselines are fitted on one device, then placed.
-    """
-    if model in ("cvar_ease", "edlae"):
-        w, seconds = _fit_worst_case(split, model, config, dtype=dtype)
-        return (w if mesh is None else sharding.by_columns(w, mesh)), seconds
-    weights = ease.ipw_weights(split.train, beta=config.beta) if model == "ease_ipw" else None
-    if mesh is None:  # on the CPU a NumPy Gram matrix, solved in place (ease_host)
-        build, solve = ease.gram_for_solve, ease.ease_from_gram
-    else:
-        build = functools.partial(ease.gram_matrix, mesh=mesh)
-        solve = functools.partial(ease_mesh.ease_by_columns, mesh=mesh)
-    gram, t_gram = _timed(build, split.train, weights, dtype=dtype)
-    w, t_solve = _timed(solve, gram, jnp.asarray(config.C * split.train.shape[0], dtype))
-    return w, {"gram": t_gram, "solve": t_solve}
-
-
-def _fit_worst_case(split: Split, model: str, config: configs.ModelConfig, *, dtype):
-    if model == "cvar_ease":
-        fit = functools.partial(
-            closed_form.fit_cvar_ease,
-            alpha=config.alpha,
-            rounds=config.rounds,
-            loss=config.cvar_loss,
-        )
-    else:
-        fit = functools.partial(closed_form.fit_edlae, dropout_p=config.dropout_p)
-    w, seconds = _timed(fit, split.train, C=config.C, dtype=dtype)
-    return w, {"fit": seconds}
 
 
 def hyperparameters(model: str, config: configs.ModelConfig) -> dict:
@@ -225,13 +178,7 @@ def run_experiment(
         another process (`io.workdir_lock`); a workdir that cannot be written (a file,
         read-only, a full disk).
     """
-    if model not in configs.MODELS:
-        raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(configs.MODELS)}")
-    configs.validate_model_config(config, model)
-    record = {**run_record(split, model, config, seed=seed, dtype=dtype), **(extra_config or {})}
-    if model == "group_dro":
-        group_dro.check_groups(config.groups, split.train.shape[0])
-    sharding.check_items(mesh, split.train.shape[1])
+    record = _checked_record(split, model, config, seed, dtype, extra_config, mesh)
     # One lock per run: process 0's (the others write only their checkpoint shards).
     lock = io.workdir_lock(workdir) if sharding.is_primary() else contextlib.nullcontext()
     try:
@@ -243,6 +190,19 @@ def run_experiment(
             )  # fmt: skip
     except OSError as e:  # a file in the way, a read-only folder, a full disk
         raise ConfigError(io.os_error_message(e, f"the run's files in {workdir}")) from None
+
+
+def _checked_record(split, model, config, seed, dtype, extra_config, mesh) -> dict:
+    """The run's `config.json` content, once the model, its configuration, group DRO's
+    groups and the mesh are checked (ConfigError before anything is written)."""
+    if model not in configs.MODELS:
+        raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(configs.MODELS)}")
+    configs.validate_model_config(config, model)
+    record = {**run_record(split, model, config, seed=seed, dtype=dtype), **(extra_config or {})}
+    if model == "group_dro":
+        group_dro.check_groups(config.groups, split.train.shape[0])
+    sharding.check_items(mesh, split.train.shape[1])
+    return record
 
 
 def _train_in_workdir(

@@ -93,10 +93,7 @@ def init_state(
         by `sharding.state_shardings` (a random start is created in shards; a warm
         start or `W0` is built whole on the host and device, then placed).
     """
-    optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
-    # The paper's one step size unless the config gives the adversary its own.
-    adversary_lr = getattr(config, "adversary_learning_rate", None) or config.learning_rate
-    adversary_optimizer = keras_adam(adversary_lr, eps=config.adam_eps)
+    optimizer, adversary_optimizer = _optimizers(config)
 
     def arrays(key):
         k_w, k_a = jax.random.split(key)
@@ -115,15 +112,28 @@ def init_state(
             learner_scratch=scratch,
         )
 
-    if mesh is None:
-        fields = arrays(key)
-    elif W0 is None and x is None:
-        layout = functools.partial(sharding.field_shardings, mesh)
-        fields = sharding.build_sharded(arrays, layout, key)
-    else:
-        fields = arrays(key)
-        fields = sharding.put(fields, sharding.field_shardings(mesh, fields))
+    fields = _laid_out(arrays, key, mesh, random_start=W0 is None and x is None)
     return TrainState(**fields, optimizer=optimizer, adversary_optimizer=adversary_optimizer)
+
+
+def _optimizers(config):
+    """The learner's and the adversary's Adam (`keras_adam`)."""
+    optimizer = keras_adam(config.learning_rate, eps=config.adam_eps)
+    # The paper's one step size unless the config gives the adversary its own.
+    adversary_lr = getattr(config, "adversary_learning_rate", None) or config.learning_rate
+    return optimizer, keras_adam(adversary_lr, eps=config.adam_eps)
+
+
+def _laid_out(arrays, key, mesh, *, random_start: bool) -> dict:
+    """The state's fields `arrays(key)` on one device (`mesh` None) or over `mesh`: a
+    random start created in shards, a warm start built whole, then placed."""
+    if mesh is None:
+        return arrays(key)
+    if random_start:
+        layout = functools.partial(sharding.field_shardings, mesh)
+        return sharding.build_sharded(arrays, layout, key)
+    fields = arrays(key)
+    return sharding.put(fields, sharding.field_shardings(mesh, fields))
 
 
 def _weight_stats(w: jax.Array) -> dict[str, jax.Array]:
@@ -215,29 +225,17 @@ def gda_step(
       from: the regulariser is a read of all of W (a measurable share of a CPU step:
       docs/performance.md), so `training` adds it once per epoch instead.
     """
-    # Over 60 lines for its docstring (the step's order and contract); the descent and
-    # the ascent are `_descend` and `_ascend`.
     del key
     apply = model.adversary.apply
     dtype = jax.tree_util.tree_leaves(state.params)[0].dtype
     weights = adversary_weights(apply(state.adversary_params, batch))
-    # A fused update on the sparse product needs no dense x: it is built only for an
-    # objective that reads it (the compiler drops it otherwise).
-    fused = model.learner.update is not None
-    x = None if fused and product == "sparse" else sharding.constrain_batch(densify(batch, dtype))
+    x = _dense_batch(model, batch, dtype, product)
     loss, params, opt_state, scratch = _descend(
         state, batch, x, weights, learner=model.learner, C=C, product=product
     )
-    ascend = functools.partial(
-        _ascend, model, state.adversary_optimizer, batch, x, dtype, params, B=B, product=product
-    )
-
-    def hold(operand):
-        return *operand, jnp.zeros((), loss.dtype)
-
     active = state.step >= warmup_steps
-    adv_params, adv_opt_state, objective = jax.lax.cond(
-        active, ascend, hold, (state.adversary_params, state.adversary_opt_state)
+    adv_params, adv_opt_state, objective = _ascend_after_warmup(
+        model, state, batch, x, dtype, params, active, loss.dtype, B=B, product=product
     )
     new_state = state.replace(
         params=params,
@@ -247,13 +245,39 @@ def gda_step(
         step=state.step + 1,
         learner_scratch=scratch,
     )
-    metrics = {
+    return new_state, _step_metrics(loss, objective, active, weights)
+
+
+def _dense_batch(model: Model, batch: SparseBatch, dtype, product: str):
+    """The batch's dense rows `[b, n]`, or None for a fused update on the sparse product,
+    which needs none (it is built only for an objective that reads it: the compiler
+    drops it otherwise)."""
+    if model.learner.update is not None and product == "sparse":
+        return None
+    return sharding.constrain_batch(densify(batch, dtype))
+
+
+def _step_metrics(loss, objective, active, weights) -> dict[str, jax.Array]:
+    """The step's scalars: data loss, adversary objective and activity, weight stats."""
+    return {
         "data_loss": loss,
         "adversary_objective": objective,
         "adversary_active": active.astype(loss.dtype),
         **_weight_stats(weights),
     }
-    return new_state, metrics
+
+
+def _ascend_after_warmup(model, state, batch, x, dtype, params, active, loss_dtype, *, B, product):
+    """`_ascend` where `active` (the warm-up is done: a traced check), else the
+    adversary held with objective 0; (adversary params, opt_state, objective)."""
+    ascend = functools.partial(
+        _ascend, model, state.adversary_optimizer, batch, x, dtype, params, B=B, product=product
+    )
+
+    def hold(operand):
+        return *operand, jnp.zeros((), loss_dtype)
+
+    return jax.lax.cond(active, ascend, hold, (state.adversary_params, state.adversary_opt_state))
 
 
 def make_step(model: Model, config, *, warmup_steps: int, product: str | None = None, mesh=None):

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from arm_jax.adversarial import Adversary, adversary_weights, nonzero_ranks
-from arm_jax.learners import l2_norm_sq, unit_squared_errors
+from arm_jax.learner_interface import l2_norm_sq, unit_squared_errors
 from arm_jax.products import SparseBatch, add_batch, sparse_matmul
 
 

@@ -1,95 +1,54 @@
 """Learners: the part of an adversarial model that recommends, as pure functions.
 
-A `Learner` is what the descent–ascent step knows of the model it trains: how to start
-its parameters, its scores `x_u W̃` for a batch (what the adversary's objective reads),
-and its loss Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)‖W̃‖² (what the step differentiates). W̃ is an
-item–item matrix with its diagonal removed (a user's own items never predict themselves).
+A learner is a `Learner` (`arm_jax.learner_interface`, re-exported here with
+`unit_squared_errors` and `l2_norm_sq`): how to start its parameters, its scores `x_u W̃`
+and its weighted loss Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)‖W̃‖². This module holds the dense
+ones, the registry `--learner` names and the files of a trained one:
 
 - `DENSE_LEARNER`: W̃ a dense `[n, n]` matrix with a zero diagonal (the paper's); its
   fused `update` on the sparse CPU path of `products` keeps an `[n, n]` gradient buffer
   up to `BUFFER_MAX_ITEMS` items and above them holds W and its two Adam moments only
   (`_sparse_update`), the same numbers either way.
-- `low_rank_learner(rank)`: W̃ = P Qᵀ − diag(P Qᵀ), `P, Q: [n, r]` (ELSA-style): memory
-  linear in n, scores `(x P) Qᵀ − x ⊙ diag(P Qᵀ)`, never an n×n array.
+- `LOW_RANK_LEARNER` (`arm_jax.low_rank`, re-exported): W̃ = P Qᵀ − diag(P Qᵀ),
+  `P, Q: [n, r]` (ELSA-style): memory linear in n, never an n×n array.
 - `edlae_learner(p)`: the dense W̃ descending EDLAE's loss (Steck 2020), the squared error
   in expectation over dropout of the inputs with probability p (docs/models.md).
-
-The weights are per user (`[b]`, the paper's), per item (`[1, n]`) or per user–item
-entry (`[b, n]`), summing to 1 (`unit_squared_errors`); the item and user–item
-adversaries (`arm_jax.item_adversaries`) give the last two.
-
-A learner of one's own is a `Learner` of functions with the same signatures.
 """
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import scipy.sparse as sp
 
 from arm_jax import io
 from arm_jax.closed_form import fit_edlae
 from arm_jax.ease import fit_ease, predict
 from arm_jax.ease import save_model as ease_save_model
 from arm_jax.errors import ConfigError
+from arm_jax.learner_interface import (  # noqa: F401 (the interface, re-exported)
+    Learner,
+    Params,
+    l2_norm_sq,
+    unit_squared_errors,
+)
+from arm_jax.low_rank import (  # noqa: F401 (the low-rank learner, re-exported)
+    LOW_RANK_LEARNER,
+    low_rank_predict,
+)
 from arm_jax.products import (
     SparseBatch,
-    add_batch,
     batch_product,
     densify,
     entries_by_item,
     predict_sparse,
     resolve_product,
     scatter_rows,
-    sparse_matmul,
     sparse_residual,
 )
-
-Params = Any
-
-
-class Learner(NamedTuple):
-    """A learner as pure functions (the step and the loop know only these).
-
-    Attributes:
-      init: `init(key, n_items, config, *, dtype, x=None) -> params`; `x` is the
-        `[m, n]` CSR training matrix to warm-start from (given when `config.warm_start`),
-        or None for a random start.
-      scores: `scores(params, batch, x, *, product) -> [b, n]` predictions `x_u W̃`;
-        `x` is the batch dense `[b, n]` (a learner may use the sparse `batch` instead).
-      loss: `loss(params, batch, x, weights, *, C, product) -> (loss, per_unit)`:
-        Σ_u w_u ‖x_u − x_u W̃‖² + (C/2)·penalty, and the squared errors per unit of the
-        weights (`unit_squared_errors`: per user `[b]` for the paper's weights).
-      penalty: `penalty(params) -> ‖W̃‖²` (the loop adds (C/2)· it to the epoch's loss).
-      export: `export(params) -> model`: what evaluation scores with and
-        `TrainResult.learner` holds.
-      predictor: `predictor(product) -> predict(model, x: [users, n]) -> [users, n]`, a
-        module-level function (`metrics.evaluate` compiles once per function).
-      update: optional fused descent step `update(params, opt_state, scratch, batch, x,
-        weights, *, optimizer, C, product) -> (data loss, params, opt_state, scratch)`
-        for a learner with a faster path than differentiating `loss`; `x` is None on
-        the sparse product (build it from `batch` if needed).
-      scratch: optional `scratch(params, product) -> pytree or None`, persistent
-        per-step scratch of `update` kept (and donated) in the train state.
-    """
-
-    init: Callable[..., Params]
-    scores: Callable[..., jax.Array]
-    loss: Callable[..., tuple[jax.Array, jax.Array]]
-    penalty: Callable[[Params], jax.Array]
-    export: Callable[[Params], Any]
-    predictor: Callable[[str], Callable[[Any, jax.Array], jax.Array]]
-    update: Callable[..., tuple] | None = None
-    scratch: Callable[[Params, str], Any] | None = None
-
-
-def l2_norm_sq(params: Params) -> jax.Array:
-    """Σ of squares over every leaf of a pytree."""
-    return sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
 
 
 def _diagonal(shape) -> jax.Array:
@@ -97,29 +56,6 @@ def _diagonal(shape) -> jax.Array:
     return jax.lax.broadcasted_iota(jnp.int32, shape, 0) == jax.lax.broadcasted_iota(
         jnp.int32, shape, 1
     )
-
-
-def unit_squared_errors(squares: jax.Array, weights: jax.Array) -> jax.Array:
-    """Per-entry squared errors summed to the units of user, item or entry weights.
-
-    The data loss is Σ weights ⊙ unit_squared_errors(squares, weights), with weights
-    summing to 1: `[b]` per user (the paper's), Σ_u w_u Σ_i s_ui; `[1, n]` per item or
-    `[b, n]` per entry, n Σ_ui ω_ui s_ui with ω_ui = w_i / b or w_ui (the weights spread
-    over the batch's b·n entries, the paper's eq. 5 normalisation, times n as for
-    users). Uniform weights give the same (1/b) Σ_ui s_ui in all three.
-
-    Args:
-      squares: `[b, n]` squared errors s_ui = (x_ui − x̂_ui)².
-      weights: `[b]`, `[1, n]` or `[b, n]`.
-
-    Returns:
-      The weights' shape: per-user sums `[b]`, (n/b) Σ_u s_ui `[1, n]`, or n·s `[b, n]`.
-    """
-    if weights.ndim == 1:
-        return jnp.sum(squares, axis=-1)
-    # [1, n] (items) or [b, n] (entries): the same for b = 1
-    per_unit = squares if weights.shape[0] > 1 else jnp.sum(squares, 0, keepdims=True)
-    return per_unit * (weights.size / squares.shape[0])
 
 
 # ---------------------------------------------------------------------- dense W
@@ -352,91 +288,6 @@ DENSE_LEARNER = Learner(
     update=_dense_update,
 )
 """The paper's learner: a dense `W: [n, n]`, `{"W": W}`, diagonal held at 0."""
-
-
-# --------------------------------------------------------------------- low rank
-def _rowdot(params) -> jax.Array:
-    """`diag(P Qᵀ)`: `[n]`, each item's weight on itself (removed from the scores)."""
-    return jnp.sum(params["P"] * params["Q"], axis=-1)
-
-
-def _low_rank_init(key, n_items, config, *, dtype=jnp.float32, x=None):
-    rank = config.rank
-    if x is not None:
-        return _ridge_factors(key, x, rank, C=config.C, dtype=dtype)
-    k_p, k_q = jax.random.split(key)
-    glorot = jax.nn.initializers.glorot_normal()
-    return {"P": glorot(k_p, (n_items, rank), dtype), "Q": glorot(k_q, (n_items, rank), dtype)}
-
-
-def _ridge_factors(key, x: sp.csr_matrix, rank: int, *, C: float, dtype) -> Params:
-    """Warm start: the rank-r minimiser of the uniform-weight loss without the diagonal
-    constraint, W = V diag(s/(s + C/2)) Vᵀ, s the top eigenvalues of XᵀX/m.
-
-    V and s by a randomized SVD of the sparse X (Halko et al. 2011, 4 power iterations):
-    memory O((m + n)·r), no n×n array. P = Q = V diag(√(s/(s + C/2))).
-    """
-    m, n = x.shape
-    x = x.astype(np.float64)
-    k = min(rank + 10, m, n)
-    omega = np.asarray(jax.random.normal(key, (n, k)), np.float64)
-    y = np.linalg.qr(x @ omega)[0]
-    for _ in range(4):  # power iterations: sharper top subspace of a flat spectrum
-        y = np.linalg.qr(x @ np.linalg.qr(x.T @ y)[0])[0]
-    _, sigma, vt = np.linalg.svd(np.asarray((x.T @ y).T), full_matrices=False)
-    s = np.square(sigma[:rank]) / m
-    factor = np.zeros((n, rank))
-    factor[:, : len(s)] = vt[: len(s)].T * np.sqrt(s / (s + C / 2))[None, :]
-    # Two arrays, not one twice: the step donates every buffer of the state.
-    return {"P": jnp.asarray(factor, dtype), "Q": jnp.array(factor, dtype)}
-
-
-def _low_rank_scores(params, batch, x, *, product):
-    """`(x P) Qᵀ − x ⊙ diag(P Qᵀ)` from the batch's coordinates: `[b, n]`."""
-    del x, product
-    scores = sparse_matmul(batch, params["P"]) @ params["Q"].T
-    own = jnp.asarray(batch.vals).astype(scores.dtype) * _rowdot(params)[batch.cols]
-    return scores.at[batch.rows, batch.cols].add(-own)
-
-
-def _low_rank_penalty(params) -> jax.Array:
-    """‖W̃‖² = tr(PᵀP QᵀQ) − ‖diag(P Qᵀ)‖², from `[r, r]` Gram matrices."""
-    p, q = params["P"], params["Q"]
-    return jnp.sum((p.T @ p) * (q.T @ q)) - jnp.sum(jnp.square(_rowdot(params)))
-
-
-def _low_rank_loss(params, batch, x, weights, *, C, product):
-    residual = add_batch(-_low_rank_scores(params, batch, x, product=product), batch)
-    per_unit = unit_squared_errors(jnp.square(residual), weights)
-    return jnp.sum(weights * per_unit) + 0.5 * C * _low_rank_penalty(params), per_unit
-
-
-def low_rank_predict(params: Params, x: jax.Array) -> jax.Array:
-    """Scores `(x P) Qᵀ − x ⊙ diag(P Qᵀ)` of users' rows `x: [users, n]`: `[users, n]`."""
-    hi = jax.lax.Precision.HIGHEST  # as `ease.predict`: TF32 reorders near-ties on GPUs
-    xp = jnp.matmul(x, params["P"], precision=hi)
-    return jnp.matmul(xp, params["Q"].T, precision=hi) - x * _rowdot(params)[None, :]
-
-
-def _factors(params):
-    return params  # evaluated and saved as the factors: never an n×n W
-
-
-def _low_rank_predictor(product):
-    del product  # (x P) Qᵀ is two narrow matmuls whatever the dense learner's product
-    return low_rank_predict
-
-
-LOW_RANK_LEARNER = Learner(
-    init=_low_rank_init,
-    scores=_low_rank_scores,
-    loss=_low_rank_loss,
-    penalty=_low_rank_penalty,
-    export=_factors,
-    predictor=_low_rank_predictor,
-)
-"""W̃ = P Qᵀ with its diagonal's contribution removed (ELSA-style), `{"P", "Q"}` of
-`[n, config.rank]`: Glorot-normal, or with a warm start `_ridge_factors`."""
 
 
 # ------------------------------------------------------------------------- EDLAE

@@ -260,6 +260,24 @@ def evaluate(
     sharding.check_items(mesh, fold_in.shape[1])
     n_heldout = np.diff(heldout.indptr)
     index = np.flatnonzero(n_heldout > 0)
+    chunks = _evaluate_chunks(
+        predict, params, fold_in, heldout, index, chunk_size=chunk_size, with_loss=with_loss,
+        mesh=mesh,
+    )  # fmt: skip
+    names = [*METRICS, "best_rank"] + (["sq_loss"] if with_loss else [])
+    result = {
+        name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0, np.float32)
+        for name in names
+    }
+    result["n_fold_in"] = np.diff(fold_in.indptr)[index]
+    result["n_heldout"] = n_heldout[index]
+    result["index"] = index
+    return result
+
+
+def _evaluate_chunks(predict, params, fold_in, heldout, index, *, chunk_size, with_loss, mesh):
+    """The metrics of the users `index`, `chunk_size` at a time (the last chunk padded
+    when there are several, so one program serves all), as host arrays per chunk."""
     dtype = jax.dtypes.canonicalize_dtype(jnp.float32)
     chunks = []
     for start in range(0, len(index), chunk_size):
@@ -273,15 +291,7 @@ def evaluate(
             x, y = sharding.put((x, y), (sharding.replicated(mesh),) * 2)
             out = _evaluate_chunk_sharded(predict, params, x, y, with_loss=with_loss, mesh=mesh)
         chunks.append({name: np.asarray(v)[: len(rows)] for name, v in out.items()})
-    names = [*METRICS, "best_rank"] + (["sq_loss"] if with_loss else [])
-    result = {
-        name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0, np.float32)
-        for name in names
-    }
-    result["n_fold_in"] = np.diff(fold_in.indptr)[index]
-    result["n_heldout"] = n_heldout[index]
-    result["index"] = index
-    return result
+    return chunks
 
 
 def _dense_rows(x: sp.csr_matrix, rows: np.ndarray, pad: int, dtype) -> np.ndarray:

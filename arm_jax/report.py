@@ -2,14 +2,14 @@
 
 `arm_jax.runs` loads and checks the workdirs (`load_run`, `align_runs`, re-exported
 here); `analyze` is a pure function of the aligned runs; `write_report` writes every
-table (CSV and Markdown), both figures (PNG) and `analysis.json` atomically.
+table (CSV and Markdown: `arm_jax.report_markdown`, its `markdown_table` and
+`summary_markdown` re-exported here), both figures (PNG) and `analysis.json` atomically.
 """
 
 import dataclasses
 import math
 import os
 
-import numpy as np
 import pandas as pd
 
 from arm_jax import plots
@@ -25,6 +25,11 @@ from arm_jax.analysis import (
 )
 from arm_jax.errors import ArmJaxError, ConfigError, DataError
 from arm_jax.io import write_json, write_text
+from arm_jax.report_markdown import (  # noqa: F401 (SUMMARY_PERCENTS re-exported)
+    SUMMARY_PERCENTS,
+    markdown_table,
+    summary_markdown,
+)
 from arm_jax.runs import ModelRun, align_runs, find_workdirs, load_run
 from arm_jax.worst_off import CVAR_PERCENTS, worst_off_table, zero_share_table
 
@@ -168,30 +173,6 @@ def analyze_workdirs(paths: list[str], *, split: str = "test", **options) -> Ana
 
 
 # ------------------------------------------------------------------------------ writing
-def _fmt(value) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else ""
-    if isinstance(value, (float, np.floating)):
-        return "n/a" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
-def markdown_table(table: pd.DataFrame, *, pm: tuple[str, ...] = ()) -> str:
-    """A GitHub Markdown table; columns in `pm` are shown as `mean ± <col>_se`."""
-    columns = [c for c in table.columns if not (c.endswith("_se") and c[:-3] in pm)]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for _, row in table.iterrows():
-        cells = []
-        for c in columns:
-            if c in pm:
-                mean, se = row[c], row[f"{c}_se"]
-                cells.append(f"{mean:.4f} ± {se:.4f}" if not math.isnan(se) else f"{mean:.4f}")
-            else:
-                cells.append(_fmt(row[c]))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def _records(table: pd.DataFrame | None) -> list[dict] | None:
     if table is None:
         return None
@@ -258,92 +239,6 @@ def _title(analysis: Analysis, models: list[str], *, width: int = 120) -> str:
     return "\n".join(lines)
 
 
-SUMMARY_PERCENTS = (10, 20, 30)
-"""The bottom-q% rows that stdout and summary.md show (the README's table)."""
-
-
-def summary_markdown(analysis: Analysis) -> str:
-    """A short Markdown summary: Table 2, Figure 2 at q = 10, 20, 30%, the AUCs."""
-    text = f"# {analysis.dataset} ({analysis.split} users)\n\n"
-    text += "".join(f"**Warning:** {w}\n\n" for w in analysis.warnings)
-    text += "## Table 2\n\n"
-    text += markdown_table(analysis.table2.drop(columns=["model"]), pm=METRICS)
-    wu = analysis.worst_users
-    if len(wu):
-        q = SUMMARY_PERCENTS  # the README's rows; every q is in fig2_worst_users.csv
-        cols = [
-            "percent", "label", "n_users", "tied_left_out", "diff_mean", "improvement_pct",
-            "p_vs_ease", "p_vs_ease_ipw", "p_holm_vs_ease", "p_holm_vs_ease_ipw",
-        ]  # fmt: skip
-        text += "\n## NDCG@100 improvement over EASE on EASE's bottom q% users\n\n"
-        text += markdown_table(wu[wu["percent"].isin(q)][cols])
-        text += _holm_note(wu, {"EASE": "p_vs_ease", "EASE-IPW": "p_vs_ease_ipw"}, "paired t")
-    text += _worst_off_markdown(analysis)
-    if analysis.groups is not None:
-        text += "\n## NDCG@100 per planted group (0 = majority)\n\n"
-        text += markdown_table(analysis.groups.drop(columns=["model"]), pm=("ndcg@100",))
-    if analysis.adversary_auc is not None:
-        text += "\n## Adversary scores vs planted minority (ROC AUC)\n\n"
-        text += markdown_table(analysis.adversary_auc.drop(columns=["model"]))
-    if analysis.item_auc is not None:
-        text += "\n## Item adversaries' logits vs planted niche items (ROC AUC)\n\n"
-        text += markdown_table(analysis.item_auc.drop(columns=["model"]))
-    return text
-
-
-def _holm_note(table: pd.DataFrame, families: dict[str, str], test: str) -> str:
-    """The line under a Markdown table of p-values: the Holm families and their sizes.
-
-    Args:
-      table: the whole table (every q level, not only the rows shown), with `percent`,
-        `model` and, per family, its raw p-value column.
-      families: {baseline label: raw p column}; its `p_holm_` column is the adjusted one.
-      test: the test's name, e.g. "paired t".
-    """
-    parts = []
-    for label, column in families.items():
-        tested = table[table[column].notna()]
-        if not len(tested):
-            continue
-        n_q, n_m = tested["percent"].nunique(), tested["model"].nunique()
-        shape = f"{n_q} q levels × {n_m} models" + (
-            "" if len(tested) == n_q * n_m else ", those with a p-value"
-        )
-        parts.append(f"over {len(tested)} tests against {label} ({shape})")
-    if not parts:
-        return ""
-    holm_columns = ", ".join(c.replace("p_", "p_holm_", 1) for c in families.values())
-    raw = ", ".join(families.values())
-    return (
-        f"\n{holm_columns}: {test} p-values Holm-corrected {' and '.join(parts)}; one "
-        f"family per baseline, every q level computed included. {raw}: unadjusted.\n"
-    )
-
-
-def _worst_off_markdown(analysis: Analysis) -> str:
-    """Each model's own worst users: CVaR_q with intervals, the EASE test, zero shares."""
-    if analysis.worst_off is None:
-        return ""
-    b = analysis.bootstrap or {}
-    text = (
-        "\n## Each model's own worst users: NDCG@100 CVaR_q "
-        f"(95% bootstrap intervals, {b.get('n_boot')} resamples, seed {b.get('seed')})\n\n"
-    )
-    wo = analysis.worst_off.copy()
-    wo["CVaR"] = [f"{c:.4f} [{lo:.4f}, {hi:.4f}]" for c, lo, hi in
-                  zip(wo["cvar"], wo["cvar_lo"], wo["cvar_hi"])]  # fmt: skip
-    wo["diff vs EASE"] = [
-        "" if np.isnan(d) else f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-        for d, lo, hi in zip(wo["diff_vs_ease"], wo["diff_lo"], wo["diff_hi"])
-    ]
-    cols = ["percent", "label", "k", "CVaR", "diff vs EASE", "p_vs_ease", "p_holm_vs_ease"]
-    text += markdown_table(wo[cols])
-    text += _holm_note(analysis.worst_off, {"EASE": "p_vs_ease"}, "paired bootstrap")
-    text += "\n## Users with NDCG@100 = 0\n\n"
-    text += markdown_table(analysis.zeros.drop(columns=["model"]))
-    return text
-
-
 def write_report(analysis: Analysis, outdir: str) -> list[str]:
     """Writes every table, both figures and `analysis.json` under `outdir`.
 
@@ -354,14 +249,7 @@ def write_report(analysis: Analysis, outdir: str) -> list[str]:
       and adversary_auc.{csv,md} (planted groups only), item_auc.csv (item-level
       adversaries on planted data), summary.md, analysis.json.
     """
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise DataError(f"{outdir}: exists and is not a folder (--outdir)")
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"{outdir}: cannot create the report folder ({e.strerror})") from None
-    if not os.access(outdir, os.W_OK | os.X_OK):
-        raise DataError(f"{outdir}: not writable (--outdir)")
+    _make_outdir(outdir)
     written = []
 
     def _write(name: str, text: str) -> None:
@@ -384,6 +272,31 @@ def write_report(analysis: Analysis, outdir: str) -> list[str]:
         _write("adversary_auc.md", markdown_table(analysis.adversary_auc))
     if analysis.item_auc is not None:
         _write("item_auc.csv", analysis.item_auc.to_csv(index=False))
+    for name, fig in _figures(analysis).items():
+        path = os.path.join(outdir, name)
+        plots.save_png(fig, path)
+        written.append(path)
+    _write("summary.md", summary_markdown(analysis))
+    path = os.path.join(outdir, "analysis.json")
+    write_json(path, summary(analysis))
+    written.append(path)
+    return written
+
+
+def _make_outdir(outdir: str) -> None:
+    """Creates the report folder `outdir`; a DataError where it cannot be written."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise DataError(f"{outdir}: exists and is not a folder (--outdir)")
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{outdir}: cannot create the report folder ({e.strerror})") from None
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise DataError(f"{outdir}: not writable (--outdir)")
+
+
+def _figures(analysis: Analysis) -> dict:
+    """{file name: figure}: Figure 1, and Figure 2 unless EASE is the only model."""
     figures = {
         "fig1_loss_by_fold_in.png": plots.loss_by_fold_in_figure(
             analysis.loss_by_fold_in, title=_title(analysis, ["ease"]), split=analysis.split
@@ -396,12 +309,4 @@ def write_report(analysis: Analysis, outdir: str) -> list[str]:
             alpha=analysis.alpha,
             split=analysis.split,
         )
-    for name, fig in figures.items():
-        path = os.path.join(outdir, name)
-        plots.save_png(fig, path)
-        written.append(path)
-    _write("summary.md", summary_markdown(analysis))
-    path = os.path.join(outdir, "analysis.json")
-    write_json(path, summary(analysis))
-    written.append(path)
-    return written
+    return figures

@@ -98,30 +98,8 @@ def load_run(workdir: str, *, split: str = "test") -> ModelRun:
     model = config.get("model")
     if model not in MODEL_ORDER:
         raise DataError(f"{config_path}: model {model!r} not one of {', '.join(MODEL_ORDER)}")
-    results_path = os.path.join(workdir, "results.json")
-    reason = None
-    if os.path.isfile(results_path):
-        results = _read_object(results_path)
-        reason = results.get("stop_reason")
-        reason = None if reason is None else str(reason)
-        if str(reason).startswith("non-finite") and results.get("best_epoch"):
-            reason += f" (the model is epoch {results['best_epoch']}'s)"
-        if str(reason).startswith("non-finite") and not results.get("best_epoch"):
-            raise DataError(
-                f"{results_path}: training diverged before its first evaluation ({reason}); "
-                "retrain with a smaller learning rate"
-            )
-    per_user_path = os.path.join(workdir, f"per_user_{split}.npz")
-    if not os.path.isfile(per_user_path):
-        raise DataError(f"{per_user_path}: not found (has the run finished?)")
-    per_user = _load_npz(per_user_path, PER_USER_KEYS)
-    for key in METRICS:
-        bad = ~np.isfinite(per_user[key].astype(np.float64))
-        if bad.any():
-            raise DataError(
-                f"{per_user_path}: {key} is not finite for {int(bad.sum())} of {bad.size} "
-                f"users (first: user {per_user['user_ids'][np.argmax(bad)]})"
-            )
+    reason = _stop_reason(os.path.join(workdir, "results.json"))
+    per_user = _load_per_user(os.path.join(workdir, f"per_user_{split}.npz"))
     adversary_path = os.path.join(workdir, "adversary_scores.npz")
     adversary = None
     if os.path.isfile(adversary_path):
@@ -140,6 +118,40 @@ def load_run(workdir: str, *, split: str = "test") -> ModelRun:
         stop_reason=reason,
         item_adversary=items,
     )
+
+
+def _stop_reason(results_path: str) -> str | None:
+    """Why training stopped, from `results.json` (None: a closed form, or no file);
+    a DataError where it diverged before its first evaluation."""
+    reason = None
+    if os.path.isfile(results_path):
+        results = _read_object(results_path)
+        reason = results.get("stop_reason")
+        reason = None if reason is None else str(reason)
+        if str(reason).startswith("non-finite") and results.get("best_epoch"):
+            reason += f" (the model is epoch {results['best_epoch']}'s)"
+        if str(reason).startswith("non-finite") and not results.get("best_epoch"):
+            raise DataError(
+                f"{results_path}: training diverged before its first evaluation ({reason}); "
+                "retrain with a smaller learning rate"
+            )
+    return reason
+
+
+def _load_per_user(per_user_path: str) -> dict:
+    """The per-user arrays of `per_user_<split>.npz`; a DataError for a missing file or
+    a metric that is not finite."""
+    if not os.path.isfile(per_user_path):
+        raise DataError(f"{per_user_path}: not found (has the run finished?)")
+    per_user = _load_npz(per_user_path, PER_USER_KEYS)
+    for key in METRICS:
+        bad = ~np.isfinite(per_user[key].astype(np.float64))
+        if bad.any():
+            raise DataError(
+                f"{per_user_path}: {key} is not finite for {int(bad.sum())} of {bad.size} "
+                f"users (first: user {per_user['user_ids'][np.argmax(bad)]})"
+            )
+    return per_user
 
 
 def find_workdirs(paths: list[str]) -> list[str]:

@@ -14,14 +14,13 @@ line of `metrics.jsonl` (losses: `data_loss`, the steps' mean weighted squared e
 and `learner_loss`, that plus (C/2)‖W‖² of the epoch's last W; the adversary's mean
 objective; adversary weight statistics; validation metrics; and seconds: `step_seconds`
 for the epoch's steps, `valid_seconds` for the validation, `seconds` for both plus
-starting the best checkpoint's write); `resume=True` continues from the latest checkpoint.
+starting the best checkpoint's write); `resume=True` continues from the latest checkpoint
+(`arm_jax.resume`: which run a workdir's checkpoint holds, and restoring it).
 """
 
 import contextlib
 import dataclasses
-import hashlib
 import inspect
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,12 +30,18 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from arm_jax import adversarial, checkpoints, gda, identity, io, learners, metrics, sharding
-from arm_jax.configs import ADVERSARIAL_MODELS, ModelConfig, config_record
-from arm_jax.data import Split, split_stats
+from arm_jax import adversarial, gda, learners, metrics, sharding
+from arm_jax.configs import ADVERSARIAL_MODELS, ModelConfig
 from arm_jax.errors import ConfigError
 from arm_jax.learners import DENSE_LEARNER, Learner
 from arm_jax.loop import EarlyStopping, epoch_batches, nnz_cap, train_epoch
+from arm_jax.resume import (
+    LoopState,
+    check_workdir,
+    open_workdir,
+    run_fingerprint,
+    state_tree,
+)
 
 CHECKPOINT_EVERY = 5
 """Default epochs between writes of the latest checkpoint: a killed run redoes at most
@@ -82,23 +87,6 @@ def scoring_function(product: str):
     """The dense learner's `metrics.evaluate` predict function for `product`
     (`learners.dense_predictor`)."""
     return learners.dense_predictor(product)
-
-
-def _fingerprint(split, model: str, config: ModelConfig, seed: int, dtype) -> dict:
-    # max_epochs and patience only say when to stop: a resumed run may change them.
-    trajectory = config_record(config)
-    del trajectory["max_epochs"], trajectory["patience"]
-    train = split.train
-    data = split_stats(split) if isinstance(split, Split) else {}
-    run = dict(dataset=getattr(split, "dataset", ""), model=model, config=config, seed=seed)
-    return {
-        **identity.run_identity(**run, dtype=dtype, data=data),  # the data's checksums too
-        "config": trajectory,
-        "train_shape": list(train.shape),
-        "train_nnz": int(train.nnz),
-        "train_checksum": hashlib.sha256(train.indices.tobytes()).hexdigest()[:16],
-        "optimizer": "keras_adam",  # checkpoints of optax.adam states (before) differ
-    }
 
 
 def check_config(
@@ -155,17 +143,6 @@ def _init_state(key, x, spec, config, *, dtype, warm_start: bool, mesh) -> gda.T
     )
 
 
-def _state_tree(state: gda.TrainState) -> dict:
-    # learner_scratch is scratch (each step overwrites the rows it reads): not saved.
-    return {
-        "params": state.params,
-        "adversary_params": state.adversary_params,
-        "opt_state": state.opt_state,
-        "adversary_opt_state": state.adversary_opt_state,
-        "step": state.step,
-    }
-
-
 def _best_tree(learner, state: gda.TrainState) -> dict:
     # Host copies: the next step donates the state.
     return sharding.host_tree({"learner": learner, "adversary": state.adversary_params})
@@ -182,90 +159,6 @@ def _call(callback: Callable | None, record: dict, state) -> None:
     many = any(p.kind == p.VAR_POSITIONAL for p in params) or len(positional) >= 2
     # A callback of one argument (arm_jax 0.1.0's form) gets the record only.
     callback(record, state) if many else callback(record)
-
-
-def check_workdir(
-    split, workdir: str | None, *, model: str, config: ModelConfig, seed: int, dtype, resume: bool
-) -> bool:
-    """Whether `train_adversarial` would resume from `workdir`; raises where it would refuse.
-
-    Raises:
-      ConfigError: the workdir holds a checkpoint and `resume` is False, a checkpoint
-        of a different run (another model, data, seed, dtype or setting other than
-        max_epochs and patience), one past `config.max_epochs` (its best epoch could
-        lie beyond the budget), a damaged one, or one of arm_jax 0.1.0 (`.npz`).
-    """
-    meta = checkpoints.latest_meta(workdir) if workdir else None
-    if meta is None:
-        return False
-    if not resume:
-        raise ConfigError(
-            f"{workdir} already holds a run: resume it (--resume, resume=True) or use a new workdir"
-        )
-    if meta["fingerprint"] != io.to_json_value(_fingerprint(split, model, config, seed, dtype)):
-        raise ConfigError(f"{workdir} holds a checkpoint of a different run; use a new workdir")
-    if meta["epoch"] > config.max_epochs:
-        raise ConfigError(
-            f"{workdir} has trained {meta['epoch']} epochs, more than --max_epochs="
-            f"{config.max_epochs}: give at least {meta['epoch']} or use a new workdir"
-        )
-    return True
-
-
-@dataclasses.dataclass
-class _Loop:
-    """The loop's bookkeeping between epochs (what `latest`'s meta holds)."""
-
-    epoch: int
-    stopping: EarlyStopping
-    history: list
-    nnz_cap: int
-    best: Any = None  # host copy of the best learner and adversary (no workdir)
-
-    def meta(self, fingerprint: dict, seed: int) -> dict:
-        s = self.stopping
-        return dict(
-            fingerprint=fingerprint,
-            epoch=self.epoch,
-            best_ndcg=s.best_metric if s.best_epoch else None,
-            best_epoch=s.best_epoch,
-            bad_epochs=s.bad_epochs,
-            history=self.history,
-            nnz_cap=self.nnz_cap,
-            rng=f"np.random.default_rng([{seed}, epoch])",
-        )
-
-
-def _resume(ckpt: checkpoints.Checkpointer, state, config: ModelConfig, learner: Learner):
-    """(state, loop) restored from the latest checkpoint."""
-    tree, meta = ckpt.restore_latest(_state_tree(state))
-    state = state.replace(**tree)
-    stopping = EarlyStopping(
-        patience=config.patience,  # may differ from the killed run's
-        best_metric=meta["best_ndcg"] if meta["best_epoch"] else -np.inf,
-        best_epoch=meta["best_epoch"],
-        bad_epochs=meta["bad_epochs"],
-    )
-    loop = _Loop(meta["epoch"], stopping, meta["history"], meta["nnz_cap"])
-    if stopping.best_epoch:  # read to check it now; it stays on disk till the end
-        like = {"learner": jax.eval_shape(learner.export, state.params)}
-        ckpt.restore_best(stopping.best_epoch, {**like, "adversary": state.adversary_params})
-    ckpt.start_from(loop.epoch, stopping.best_epoch)
-    return state, loop
-
-
-def _open_workdir(stack, workdir, k, state, loop, config, learner, *, resuming):
-    """The workdir's checkpointer and metric writer, the state and loop resumed if asked."""
-    os.makedirs(workdir, exist_ok=True)
-    ckpt = stack.enter_context(checkpoints.Checkpointer(workdir, checkpoint_every=k))
-    writer = checkpoints.MetricWriter(workdir) if sharding.is_primary() else None
-    if resuming:
-        state, loop = _resume(ckpt, state, config, learner)
-    else:
-        ckpt.start_from(0, 0)
-    if writer:
-        writer.reset(loop.history)
-    return ckpt, writer, state, loop
 
 
 def _result(loop, state, spec, config, stop_reason, mesh) -> TrainResult:
@@ -302,9 +195,6 @@ def train_adversarial(
 ) -> TrainResult:
     """Trains ARM / R-LARM / R-LARM(NN) with early stopping on validation NDCG@100.
 
-    The composition of `epoch_batches`, `train_epoch`, `evaluate_learner`,
-    `EarlyStopping`, `checkpoints.Checkpointer` and `checkpoints.MetricWriter`.
-
     Args:
       split: a `Split` (train, valid_tr, valid_te CSR matrices are used).
       model: "arm", "rlarm" or "rlarm_nn" (names the run; picks the adversary and
@@ -331,30 +221,43 @@ def train_adversarial(
       ConfigError: a bad model, batch size or `checkpoint_every`, a workdir holding
         another run, or a damaged checkpoint.
     """
-    # Over 60 lines only for its 12 documented options: the work is in `_run_epochs`,
-    # `_open_workdir` and `_result`, the loop's pieces in `loop` and `checkpoints`.
     check_config(split, model, config, checkpoint_every=checkpoint_every)
     sharding.check_items(mesh, split.train.shape[1])
-    k = int(checkpoint_every)
     spec = adversarial_model or adversarial.make_model(model, learners.make_learner(config))
-    x = split.train.tocsr().astype(np.float32)
     resuming = check_workdir(
         split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
     )
+    return _train(
+        split, spec, model=model, config=config, seed=seed, dtype=dtype, workdir=workdir,
+        resuming=resuming, checkpoint_every=int(checkpoint_every), progress=progress,
+        callback=callback, mesh=mesh,
+    )  # fmt: skip
+
+
+def _train(
+    split, spec: adversarial.Model, *, model, config, seed, dtype, workdir, resuming,
+    checkpoint_every, progress, callback, mesh,
+) -> TrainResult:  # fmt: skip
+    """`train_adversarial` once its inputs are checked: the composition of
+    `epoch_batches`, `train_epoch`, `evaluate_learner`, `EarlyStopping`,
+    `checkpoints.Checkpointer` and `checkpoints.MetricWriter` (the epochs in
+    `_run_epochs`, the workdir in `resume.open_workdir`)."""
+    x = split.train.tocsr().astype(np.float32)
     init_key, step_root = jax.random.split(jax.random.PRNGKey(seed))
     warm_start = config.warm_start and not resuming
     state = _init_state(init_key, x, spec, config, dtype=dtype, warm_start=warm_start, mesh=mesh)
     steps_per_epoch = x.shape[0] // config.batch_size
     warmup = config.warmup_epochs * steps_per_epoch
     step_fn = gda.make_step(spec, config, warmup_steps=warmup, mesh=mesh)
-    loop = _Loop(0, EarlyStopping(config.patience), [], nnz_cap(x, config.batch_size))
-    fingerprint = _fingerprint(split, model, config, seed, dtype)
+    loop = LoopState(0, EarlyStopping(config.patience), [], nnz_cap(x, config.batch_size))
+    fingerprint = run_fingerprint(split, model, config, seed, dtype)
     with contextlib.ExitStack() as stack:
         ckpt = writer = None
         if workdir:
-            ckpt, writer, state, loop = _open_workdir(
-                stack, workdir, k, state, loop, config, spec.learner, resuming=resuming
-            )
+            ckpt, writer, state, loop = open_workdir(
+                stack, workdir, checkpoint_every, state, loop, config, spec.learner,
+                resuming=resuming,
+            )  # fmt: skip
         # Initialisation runs asynchronously (slow for a large W: docs/performance.md);
         # wait for it so that epoch 1's step_seconds time the steps only.
         jax.block_until_ready(state)
@@ -374,7 +277,7 @@ def train_adversarial(
 
 
 def _run_epochs(
-    step_fn, state, loop: _Loop, learner: Learner, *, split, x, config, seed, step_root, ckpt,
+    step_fn, state, loop: LoopState, learner: Learner, *, split, x, config, seed, step_root, ckpt,
     writer,
     fingerprint, progress, callback, mesh,
 ):  # fmt: skip
@@ -422,7 +325,7 @@ def _run_epochs(
         loop.history.append(record)
         last = loop.epoch >= config.max_epochs or loop.stopping.should_stop
         if ckpt and ckpt.should_save(loop.epoch, last=last):
-            ckpt.save_latest(loop.epoch, _state_tree(state), loop.meta(fingerprint, seed))
+            ckpt.save_latest(loop.epoch, state_tree(state), loop.meta(fingerprint, seed))
         if writer:
             writer.write(record)
         _call(callback, record, state)
