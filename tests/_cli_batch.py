@@ -17,11 +17,18 @@ import types
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_batch(script: str, argvs, root, *, cwds=None, **env) -> dict:
-    """`{tuple(argv): result}`; each result has returncode, stdout, stderr, started (the
-    case's start, `time.time()`) and cwd: a new folder under `root` that holds nothing
-    else, or the case's entry of `cwds` (existing folders) where given. Cases run in order:
-    a later one sees what an earlier one wrote."""
+def run_batch(script: str, argvs, root, **kw) -> dict:
+    """`{tuple(argv): result}` of `run_cases` (command lines that differ)."""
+    return {
+        tuple(argv): result for argv, result in zip(argvs, run_cases(script, argvs, root, **kw))
+    }
+
+
+def run_cases(script: str, argvs, root, *, cwds=None, **env) -> list:
+    """One result per command line of `argvs`, in order; each has returncode, stdout,
+    stderr, started (the case's start, `time.time()`) and cwd: a new folder under `root`
+    that holds nothing else, or the case's entry of `cwds` (existing folders) where given.
+    The cases run one after the other: a later one sees what an earlier one wrote."""
     cases = []
     for i, argv in enumerate(argvs):
         if cwds is None:
@@ -34,17 +41,21 @@ def run_batch(script: str, argvs, root, *, cwds=None, **env) -> dict:
     with open(spec, "w") as f:
         json.dump(cases, f)
     env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+    # LLVM at -O0 (as tests/test_sharding.py): the runs' many small programs compile in
+    # about three quarters of the time; XLA's programs are the same ones.
+    env["XLA_FLAGS"] = " ".join(
+        filter(None, [env.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"])
+    )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), os.path.join(ROOT, "launch", script), spec],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = {}
+    out = []
     for i, case in enumerate(cases):
         with open(os.path.join(str(root), f"case{i}.json")) as f:
-            result = json.load(f)
-        out[tuple(case["argv"])] = types.SimpleNamespace(cwd=case["cwd"], **result)
+            out.append(types.SimpleNamespace(cwd=case["cwd"], **json.load(f)))
     return out
 
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from _cli_batch import run_batch  # every command line of this file, one interpreter
+from _cli_batch import run_cases  # every command line of this file, one interpreter
 
 from arm_jax.data import load_split
 
@@ -100,7 +100,7 @@ def runs(tmp_path_factory, cli_cache):
     workdirs["rlarm/ml-100k"] = root / "runs" / "rlarm_ml100k"
     argvs = [[*args, f"--workdir={workdirs[name]}"] for name, args in named.items()]
     argvs += [[*args, "--workdir=run"] for args, _ in BAD_INPUT]
-    outs = list(run_batch("train.py", argvs, root, ARM_JAX_CACHE=cli_cache).values())
+    outs = run_cases("train.py", argvs, root, ARM_JAX_CACHE=cli_cache)
     result = {name: (out, workdirs[name]) for name, out in zip(named, outs)}
     result.update({tuple(args): out for (args, _), out in zip(BAD_INPUT, outs[len(named) :])})
     return {**result, "l2_n_train": n_train}

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from _cli_batch import run_batch
+from _cli_batch import run_cases
 
 from arm_jax import configs, grids, report
 from arm_jax.errors import ConfigError
@@ -22,7 +22,7 @@ def train_batch(tmp_path_factory, cache, named, refused) -> dict:
     workdirs = {name: root / "runs" / name for name in named}
     argvs = [[*args, f"--workdir={workdirs[name]}"] for name, args in named.items()]
     argvs += [[*args, "--workdir=run"] for args, _ in refused]
-    outs = list(run_batch("train.py", argvs, root, ARM_JAX_CACHE=cache).values())
+    outs = run_cases("train.py", argvs, root, ARM_JAX_CACHE=cache)
     for name, out in zip(named, outs):
         out.workdir = workdirs[name]
     result = dict(zip(named, outs))
