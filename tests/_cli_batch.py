@@ -17,29 +17,45 @@ import types
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_batch(script: str, argvs, root, **env) -> dict:
-    """`{tuple(argv): result}`; each result has returncode, stdout, stderr and cwd (a new
-    folder under `root` that holds nothing else)."""
+def run_batch(script: str, argvs, root, **kw) -> dict:
+    """`{tuple(argv): result}` of `run_cases` (command lines that differ)."""
+    return {
+        tuple(argv): result for argv, result in zip(argvs, run_cases(script, argvs, root, **kw))
+    }
+
+
+def run_cases(script: str, argvs, root, *, cwds=None, **env) -> list:
+    """One result per command line of `argvs`, in order; each has returncode, stdout,
+    stderr, started (the case's start, `time.time()`) and cwd: a new folder under `root`
+    that holds nothing else, or the case's entry of `cwds` (existing folders) where given.
+    The cases run one after the other: a later one sees what an earlier one wrote."""
     cases = []
     for i, argv in enumerate(argvs):
-        cwd = os.path.join(str(root), f"case{i}")
-        os.makedirs(cwd)
+        if cwds is None:
+            cwd = os.path.join(str(root), f"case{i}")
+            os.makedirs(cwd)
+        else:
+            cwd = str(cwds[i])
         cases.append({"argv": list(argv), "cwd": cwd})
     spec = os.path.join(str(root), "cases.json")
     with open(spec, "w") as f:
         json.dump(cases, f)
     env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+    # LLVM at -O0 (as tests/test_sharding.py): the runs' many small programs compile in
+    # about three quarters of the time; XLA's programs are the same ones.
+    env["XLA_FLAGS"] = " ".join(
+        filter(None, [env.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"])
+    )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), os.path.join(ROOT, "launch", script), spec],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = {}
+    out = []
     for i, case in enumerate(cases):
         with open(os.path.join(str(root), f"case{i}.json")) as f:
-            result = json.load(f)
-        out[tuple(case["argv"])] = types.SimpleNamespace(cwd=case["cwd"], **result)
+            out.append(types.SimpleNamespace(cwd=case["cwd"], **json.load(f)))
     return out
 
 
@@ -56,6 +72,7 @@ def train_rows(tmp_path_factory, rows) -> dict:
 
 def _run_case(main, argv: list, cwd: str, out_base: str) -> dict:
     """One command line, as a fresh process would run it; its status and output."""
+    import time
     import traceback
 
     import _cli
@@ -66,6 +83,7 @@ def _run_case(main, argv: list, cwd: str, out_base: str) -> dict:
     jax.config.update("jax_enable_x64", False)  # --float64 would have left it on
     sys.argv = [main.__module__ + ".py", *argv]
     os.chdir(cwd)
+    started = time.time()
     saved = [os.dup(1), os.dup(2)]
     files = [open(out_base + ".out", "w+b"), open(out_base + ".err", "w+b")]
     sys.stdout.flush(), sys.stderr.flush()
@@ -91,7 +109,7 @@ def _run_case(main, argv: list, cwd: str, out_base: str) -> dict:
         f.seek(0)
         text.append(f.read().decode("utf-8", "replace"))
         f.close()
-    return {"returncode": code, "stdout": text[0], "stderr": text[1]}
+    return {"returncode": code, "stdout": text[0], "stderr": text[1], "started": started}
 
 
 def _main(script: str, spec: str) -> None:

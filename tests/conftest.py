@@ -27,3 +27,10 @@ def jax_cache_dir() -> str:
     """The session's compilation cache, for subprocesses (JAX reads it from the
     environment: JAX_COMPILATION_CACHE_DIR, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS)."""
     return _CACHE
+
+
+@pytest.fixture(scope="session")
+def cli_cache(tmp_path_factory) -> str:
+    """ARM_JAX_CACHE of the launch scripts' batches (tests/_cli_batch.py): a split read or
+    a program compiled by one batch is reused by the later ones, as on a user's machine."""
+    return str(tmp_path_factory.mktemp("cli_cache"))

@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import scipy.stats
+from _cli_batch import run_cases  # launch/analyze.py in one interpreter
 
 from arm_jax import analysis, plots, report
 from arm_jax.errors import ArmJaxError, ConfigError, DataError
@@ -376,18 +375,16 @@ def test_report_folder_errors_and_figure_labels(tmp_path):
     assert "of valid users" in fig2.axes[0].get_xlabel()
 
 
-def _run_analyze(*args):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "launch", "analyze.py"), *args],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
-
-
 def test_launch_analyze_end_to_end(tmp_path):
     paths = _make_workdirs(str(tmp_path / "runs"), models=("ease", "ease_ipw", "rlarm"))
     out = tmp_path / "analysis"
-    proc = _run_analyze(f"--workdirs={','.join(paths.values())}", f"--outdir={out}")
+    argvs = [  # the last two are refused; all three in one interpreter (_cli_batch)
+        [f"--workdirs={','.join(paths.values())}", f"--outdir={out}"],
+        *[[*bad, f"--outdir={out}"]
+          for bad in ([f"--workdirs={paths['rlarm']}"],
+                      [f"--workdirs={paths['ease']}", "--n_buckets=0"])],
+    ]  # fmt: skip
+    proc, *refused = run_cases("analyze.py", argvs, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Table 2" in proc.stdout and "R-LARM" in proc.stdout
     for name in (
@@ -407,7 +404,6 @@ def test_launch_analyze_end_to_end(tmp_path):
     assert row["ndcg@100"] == pytest.approx(ease["ndcg@100"].astype(np.float64).mean(), rel=1e-12)
     assert len(summary["worst_users"]) == 10 * 2
 
-    for bad in ([f"--workdirs={paths['rlarm']}"], [f"--workdirs={paths['ease']}", "--n_buckets=0"]):
-        proc = _run_analyze(*bad, f"--outdir={out}")
+    for proc in refused:
         assert proc.returncode == 1
         assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr

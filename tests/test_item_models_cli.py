@@ -6,22 +6,22 @@ import os
 
 import numpy as np
 import pytest
-from _cli_batch import train_rows  # refused command lines, one interpreter for all
-from test_worst_case_cli import _train  # train.py in a subprocess
+from test_worst_case_cli import train_batch  # train.py's command lines, one interpreter
 
 from arm_jax import analysis, configs, grids, report
 
+TRAINED = {
+    "ease": ["--model=ease"],
+    "item_rlarm": ["--model=item_rlarm", "--max_epochs=2", "--batch_size=256", "--B=0.1"],
+    "rlarm": ["--model=rlarm", "--learner=edlae", "--dropout_p=0.3", "--warm_start",
+              "--max_epochs=1", "--batch_size=256"],
+}  # fmt: skip
 
-def test_item_adversary_and_edlae_learner_train_and_analyse(tmp_path):
-    runs = tmp_path / "runs"
-    for args in (
-        ["--model=ease"],
-        ["--model=item_rlarm", "--max_epochs=2", "--batch_size=256", "--B=0.1"],
-        ["--model=rlarm", "--learner=edlae", "--dropout_p=0.3", "--warm_start",
-         "--max_epochs=1", "--batch_size=256"],
-    ):  # fmt: skip
-        proc = _train(tmp_path, *args, f"--workdir=runs/{args[0][8:]}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
+
+def test_item_adversary_and_edlae_learner_train_and_analyse(trained):
+    for name in TRAINED:
+        assert trained[name].returncode == 0, trained[name].stderr[-3000:]
+    runs = trained["ease"].workdir.parent  # the three workdirs and nothing else
     results = json.loads((runs / "item_rlarm" / "results.json").read_text())
     items = np.load(runs / "item_rlarm" / "item_scores.npz")
     assert items["score"].shape == items["group"].shape == (1000,)
@@ -49,13 +49,13 @@ REFUSED = [
 
 
 @pytest.fixture(scope="module")
-def refused(tmp_path_factory):
-    return train_rows(tmp_path_factory, REFUSED)
+def trained(tmp_path_factory, cli_cache):
+    return train_batch(tmp_path_factory, cli_cache, TRAINED, REFUSED)
 
 
 @pytest.mark.parametrize("args,match", REFUSED)
-def test_bad_flags_are_refused_before_writing(refused, args, match):
-    proc = refused[tuple(args)]
+def test_bad_flags_are_refused_before_writing(trained, args, match):
+    proc = trained[tuple(args)]
     assert proc.returncode == 1 and proc.stderr.startswith("error:"), proc.stderr[-2000:]
     assert match in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

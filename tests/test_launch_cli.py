@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from _cli_batch import run_batch  # refused command lines, one interpreter for all
+from _cli_batch import run_cases  # train.py and analyze.py, one interpreter each
 from test_analysis import _make_workdirs  # fake model workdirs of one split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,35 +48,47 @@ UNUSED = [
 ]
 
 
+LOG_RUN = ["--model=rlarm", "--max_epochs=2", "--workdir=r"]
+
+
 @pytest.fixture(scope="module")
-def refused(tmp_path_factory):
-    """train.py on a bad flag and on each row of UNUSED, in one interpreter (_cli_batch);
-    the data folder does not exist: reaching the data would be another error."""
-    root = tmp_path_factory.mktemp("refused")
+def train_runs(tmp_path_factory, cli_cache):
+    """train.py on a bad flag, on each row of UNUSED and on LOG_RUN, in one interpreter
+    (_cli_batch); the data folder does not exist: reaching the data would be another
+    error."""
+    root = tmp_path_factory.mktemp("train_runs")
     missing = ["--dataset=ml-100k", f"--data_dir={root / 'no_such_folder'}", "--workdir=run"]
-    argvs = [["--no_such_flag"]] + [[*missing, *args] for args, _ in UNUSED]
-    outs = list(run_batch("train.py", argvs, root).values())
-    return {"bad_flag": outs[0], **{tuple(args): o for (args, _), o in zip(UNUSED, outs[1:])}}
+    argvs = [["--no_such_flag"]] + [[*missing, *args] for args, _ in UNUSED] + [LOG_RUN]
+    outs = run_cases("train.py", argvs, root, ARM_JAX_CACHE=cli_cache)
+    return {
+        "bad_flag": outs[0],
+        "log": outs[-1],
+        **{tuple(args): o for (args, _), o in zip(UNUSED, outs[1:-1])},
+    }
 
 
-def test_a_bad_flag_still_exits_1(refused):
-    out = refused["bad_flag"]
+def test_a_bad_flag_still_exits_1(train_runs):
+    out = train_runs["bad_flag"]
     assert out.returncode == 1 and "no_such_flag" in out.stderr
 
 
 @pytest.mark.parametrize("args,message", UNUSED)
-def test_unused_flag_is_refused_before_the_data_is_read(refused, args, message):
-    out = refused[tuple(args)]
+def test_unused_flag_is_refused_before_the_data_is_read(train_runs, args, message):
+    out = train_runs[tuple(args)]
     assert out.returncode == 1
     assert message in out.stderr and "no_such_folder" not in out.stderr
     assert not os.path.exists(os.path.join(out.cwd, "run"))
 
 
 def test_analyze_writes_beside_the_workdirs_and_shows_q_10_20_30(tmp_path):
-    _make_workdirs(str(tmp_path / "runs"), models=("ease", "ease_ipw", "rlarm"))
-    out = _launch("analyze.py", "--workdirs=runs", cwd=tmp_path)
+    # Two runs in one interpreter, each in a folder of the same fake workdirs.
+    cwds = [tmp_path / "a", tmp_path / "b"]
+    for cwd in cwds:
+        _make_workdirs(str(cwd / "runs"), models=("ease", "ease_ipw", "rlarm"))
+    argvs = [["--workdirs=runs"], ["--workdirs=runs/ease,runs/rlarm", "--alpha=0.1"]]
+    out, one = run_cases("analyze.py", argvs, tmp_path, cwds=cwds)
     assert out.returncode == 0, out.stderr[-2000:]
-    summary = (tmp_path / "runs" / "analysis" / "summary.md").read_text()
+    summary = (cwds[0] / "runs" / "analysis" / "summary.md").read_text()
     section = summary.split("bottom q% users")[1].split("##")[0]
     rows = [line for line in section.splitlines()[4:] if line.startswith("|")]
     shown = {int(line.split("|")[1]) for line in rows}
@@ -84,8 +96,7 @@ def test_analyze_writes_beside_the_workdirs_and_shows_q_10_20_30(tmp_path):
     assert "Holm-corrected over 20 tests against EASE (10 q levels × 2 models)" in section
     assert section in out.stdout
     # One model workdir given: its parent folder holds the analysis.
-    out = _launch("analyze.py", "--workdirs=runs/ease,runs/rlarm", "--alpha=0.1", cwd=tmp_path)
-    assert out.returncode == 0 and "runs/analysis" in out.stdout.splitlines()[-1]
+    assert one.returncode == 0 and "runs/analysis" in one.stdout.splitlines()[-1]
 
 
 def test_compiled_programs_are_cached_unless_turned_off(tmp_path):
@@ -104,8 +115,8 @@ def test_compiled_programs_are_cached_unless_turned_off(tmp_path):
     assert not (tmp_path / "d" / "jax").exists()
 
 
-def test_a_log_file_gets_one_line_per_epoch(tmp_path):
-    out = _launch("train.py", "--model=rlarm", "--max_epochs=2", "--workdir=r", cwd=tmp_path)
+def test_a_log_file_gets_one_line_per_epoch(train_runs):
+    out = train_runs["log"]
     assert out.returncode == 0, out.stderr[-2000:]
     epochs = [line for line in out.stdout.splitlines() if line.startswith("epoch=")]
     assert len(epochs) == 2 and "None" not in out.stdout  # epoch 1: no adversary yet

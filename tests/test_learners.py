@@ -5,8 +5,6 @@ NumPy, every model trained with the low-rank one, a learner written here trained
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import types
 
 import jax
@@ -14,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from _cli_batch import train_rows  # refused command lines, one interpreter for all
+from test_worst_case_cli import train_batch  # train.py's command lines, one interpreter
 
 import arm_jax
 from arm_jax import configs, gda, learners, metrics, training
@@ -279,35 +277,20 @@ def test_learner_options_are_checked():
         configs.model_config("synthetic", "ease", learner="low_rank")
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOW_RANK = ["--model=rlarm", "--learner=low_rank", "--rank=8", "--max_epochs=2"]
 
 
-def _train(tmp_path, *args, check=True):
-    env = dict(os.environ, ARM_JAX_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
-    out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "launch", "train.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    if check:
-        assert out.returncode == 0, out.stderr[-3000:]
-    return out
-
-
-def test_low_rank_rlarm_from_the_cli_saves_and_evaluates_its_factors(tmp_path):
-    args = ["--model=rlarm", "--learner=low_rank", "--rank=8", "--max_epochs=2"]
-    _train(tmp_path, *args, "--workdir=run")
-    run = tmp_path / "run"
+def test_low_rank_rlarm_from_the_cli_saves_and_evaluates_its_factors(train_runs, cli_cache):
+    out = train_runs["low_rank"]
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = out.workdir
     results = json.load(open(run / "results.json"))
     assert results["hyperparameters"]["learner"] == "low_rank"
     assert results["hyperparameters"]["rank"] == 8
     assert set(np.load(run / "model.npz").files) == {"P", "Q", "item_ids"}
     model, predict, meta = arm_jax.load_learned(str(run / "model.npz"))
     assert model["P"].shape == (1000, 8) and len(meta["item_ids"]) == 1000
-    split = arm_jax.load_split("synthetic", cache_dir=str(tmp_path / "cache"))
+    split = arm_jax.load_split("synthetic", cache_dir=cli_cache)  # the run's split
     per_user = arm_jax.evaluate_model(model, split, "test", predict=predict)
     saved = np.load(run / "per_user_test.npz")
     np.testing.assert_allclose(per_user["ndcg@100"], saved["ndcg@100"], rtol=1e-6)
@@ -324,13 +307,14 @@ LEARNER_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def refused(tmp_path_factory):
-    return train_rows(tmp_path_factory, LEARNER_FLAGS)
+def train_runs(tmp_path_factory, cli_cache):
+    """train.py on LOW_RANK and each row of LEARNER_FLAGS, in one interpreter."""
+    return train_batch(tmp_path_factory, cli_cache, {"low_rank": LOW_RANK}, LEARNER_FLAGS)
 
 
 @pytest.mark.parametrize("args,message", LEARNER_FLAGS)
-def test_learner_flags_give_one_line_errors(refused, args, message):
-    out = refused[tuple(args)]
+def test_learner_flags_give_one_line_errors(train_runs, args, message):
+    out = train_runs[tuple(args)]
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr

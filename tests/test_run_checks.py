@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from _cli_batch import run_batch  # refused command lines, one interpreter for all
+from _cli_batch import run_cases  # train.py's command lines, one interpreter for all
 
 from arm_jax import configs, experiment, io, load_split, report, run_experiment, training
 from arm_jax.errors import ArmJaxError, ConfigError
@@ -181,57 +181,45 @@ def test_a_diverged_run_is_flagged_by_the_analysis(tmp_path, split):
 
 
 # ------------------------------------------------------------------------ train.py
-def _train(tmp_path, *args):
-    env = dict(os.environ, ARM_JAX_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "launch", "train.py"), *args],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
-
-
 BAD_VALUES = [
     (["--C=nan"], "--C must be finite"),
     (["--model=ease_ipw", "--beta=inf"], "--beta must be finite"),
     (["--l2=-inf"], "--l2 must be finite, > 0"),
     (["--model=rlarm_nn", "--hidden_dim=1000000000"], "--hidden_dim (d) must be in [1"),
 ]
+DIVERGED = ["--model=arm", "--learning_rate=1e30", "--max_epochs=2", "--warmup_epochs=2",
+            "--workdir=run"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def refused(tmp_path_factory):
-    """train.py on each command line of BAD_VALUES, all in one interpreter (_cli_batch);
-    the data file is missing: the flag is refused first."""
+def train_runs(tmp_path_factory, cli_cache):
+    """train.py on each command line of BAD_VALUES and on DIVERGED, all in one
+    interpreter (_cli_batch); for BAD_VALUES the data file is missing: the flag is
+    refused first."""
     root = tmp_path_factory.mktemp("refused")
     missing = ["--dataset=interactions", f"--data_path={root / 'none.csv'}"]
-    argvs = [["--workdir=run", *missing, *args] for args, _ in BAD_VALUES]
-    return {
-        tuple(args): out
-        for (args, _), out in zip(
-            BAD_VALUES,
-            run_batch("train.py", argvs, root, ARM_JAX_CACHE=str(root / "cache")).values(),
-        )
-    }
+    argvs = [["--workdir=run", *missing, *args] for args, _ in BAD_VALUES] + [DIVERGED]
+    outs = run_cases("train.py", argvs, root, ARM_JAX_CACHE=cli_cache)
+    return {"diverged": outs[-1], **{tuple(a): out for (a, _), out in zip(BAD_VALUES, outs)}}
 
 
 @pytest.mark.parametrize("args,message", BAD_VALUES)
-def test_train_py_refuses_bad_values_before_reading_the_data(refused, args, message):
-    out = refused[tuple(args)]
+def test_train_py_refuses_bad_values_before_reading_the_data(train_runs, args, message):
+    out = train_runs[tuple(args)]
     assert out.returncode != 0 and "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert message in line
     assert not os.path.exists(os.path.join(out.cwd, "run"))
 
 
-def test_train_py_says_last_that_a_diverged_run_failed(tmp_path):
-    out = _train(
-        tmp_path, "--model=arm", "--learning_rate=1e30", "--max_epochs=2", "--warmup_epochs=2",
-        "--workdir=run",
-    )  # fmt: skip
+def test_train_py_says_last_that_a_diverged_run_failed(train_runs):
+    out = train_runs["diverged"]
     assert out.returncode == 1 and "| test |" in out.stdout
     assert "--warmup_epochs=2 >= --max_epochs=2: the adversary never trains" in out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: run: training diverged (non-finite loss in epoch 1")
-    results = json.load(open(tmp_path / "run" / "results.json"))
+    run = os.path.join(out.cwd, "run")
+    results = json.load(open(os.path.join(run, "results.json")))
     assert results["stop_reason"].startswith("non-finite loss in epoch 1")
     with pytest.raises(ArmJaxError, match="diverged before its first evaluation"):
-        report.load_run(str(tmp_path / "run"))
+        report.load_run(run)

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from _cli_batch import run_cases  # launch scripts' command lines, one interpreter each
 
 from arm_jax import configs, grids, report, sweep
 from arm_jax.configs import model_config
@@ -16,6 +17,7 @@ from arm_jax.errors import ConfigError, DataError
 from arm_jax.io import write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.environ.get("ARM_JAX_TEST_DATA")
 
 
 @pytest.mark.parametrize("model", ["ease", "ease_ipw", "arm", "rlarm", "rlarm_nn"])
@@ -200,31 +202,70 @@ def test_reproduce_reuses_the_best_cell_of_the_same_run(tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "other")
 
 
-def test_sweep_and_reproduce_apply_the_own_data_batch_cap(tmp_path):
-    # launch/train.py caps the batch at an eighth of the training users on a user's own
-    # file; sweep.py and reproduce.py used the ML-20M batch of 1024 and were refused.
+# ------------------------------------------------------------------ launch smoke runs
+# Every sweep.py command line of this file runs in one interpreter, then every
+# reproduce.py one in another (_cli_batch), with the session's data and compilation cache.
+def _own_clicks(path) -> None:
     rng = np.random.default_rng(3)
     rows = [(u, i) for u in range(200) for i in rng.choice(60, rng.integers(8, 20), False)]
-    clicks = tmp_path / "clicks.csv"
-    clicks.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in rows))
-    data = [f"--data_path={clicks}", "--n_heldout_users=20", "--no_cache"]
-    grid = '{"B": [100.0], "C": [0.01], "learning_rate": [5e-05]}'  # one cell
-    sweep_dir = tmp_path / "sweep"
-    proc = _launch(
-        "sweep.py", "--dataset=interactions", *data, "--model=rlarm", f"--sweep_dir={sweep_dir}",
-        f"--grid={grid}", "--max_epochs=1", "--patience=1",
-    )  # fmt: skip
+    path.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in rows))
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, cli_cache):
+    """`{name: result}` of the launch scripts' runs below; `root`: their folder."""
+    root = tmp_path_factory.mktemp("launch")
+    grid = str(root / "grid.json")
+    write_json(grid, {"C": [0.002, 0.01]})
+    synthetic = ["--dataset=synthetic", "--model=ease", f"--sweep_dir={root / 'sweep'}",
+                 f"--grid={grid}"]  # fmt: skip
+    clicks = root / "clicks.csv"
+    _own_clicks(clicks)
+    own = [f"--data_path={clicks}", "--n_heldout_users=20", "--no_cache"]
+    own_grid = '{"B": [100.0], "C": [0.01], "learning_rate": [5e-05]}'  # one cell
+    sweeps = {
+        "sweep": synthetic,
+        "sweep/again": synthetic,  # resumes: nothing retrained
+        "own/sweep": ["--dataset=interactions", *own, "--model=rlarm",
+                      f"--sweep_dir={root / 'own_sweep'}", f"--grid={own_grid}",
+                      "--max_epochs=1", "--patience=1"],
+    }  # fmt: skip
+    (root / "no_ease").mkdir()
+    reproductions = {
+        "reproduce": ["--dataset=synthetic", f"--workdir={root / 'repro'}",
+                      "--models=ease,ease_ipw", f"--best={root / 'sweep' / 'best.json'}"],
+        "adversarial": ["--dataset=synthetic", f"--workdir={root / 'adversarial'}",
+                        "--max_epochs=2", "--patience=1"],
+        "no_ease": ["--dataset=synthetic", f"--workdir={root / 'no_ease'}", "--models=arm"],
+        "own/reproduce": ["--dataset=interactions", *own, f"--workdir={root / 'own_repro'}",
+                          "--models=ease,rlarm", f"--best={root / 'own_sweep' / 'best.json'}",
+                          "--max_epochs=1", "--patience=1"],
+    }  # fmt: skip
+    if DATA:
+        reproductions["ml-100k"] = [
+            "--dataset=ml-100k", f"--data_dir={os.path.join(DATA, 'ml-100k')}",
+            f"--workdir={root / 'ml100k'}", "--max_epochs=2", "--patience=1",
+        ]  # fmt: skip
+    out = {"root": root, "clicks": clicks}
+    for script, table in (("sweep.py", sweeps), ("reproduce.py", reproductions)):
+        folder = root / script[: -len(".py")]
+        folder.mkdir()
+        results = run_cases(script, list(table.values()), folder, ARM_JAX_CACHE=cli_cache)
+        out.update(zip(table, results))
+    return out
+
+
+def test_sweep_and_reproduce_apply_the_own_data_batch_cap(tmp_path, launched):
+    # launch/train.py caps the batch at an eighth of the training users on a user's own
+    # file; sweep.py and reproduce.py used the ML-20M batch of 1024 and were refused.
+    root, clicks = launched["root"], launched["clicks"]
+    proc = launched["own/sweep"]
     assert proc.returncode == 0, proc.stderr[-2000:]
-    best = json.loads((sweep_dir / "best.json").read_text())
+    best = json.loads((root / "own_sweep" / "best.json").read_text())
     n_train = best["data"]["n_train_users"]
     cap = model_config("interactions", "rlarm", n_train_users=n_train).batch_size
     assert n_train == 160 and cap == 16 and best["settings"]["batch_size"] == cap
-    work = tmp_path / "repro"
-    proc = _launch(
-        "reproduce.py", "--dataset=interactions", *data, f"--workdir={work}",
-        "--models=ease,rlarm", f"--best={sweep_dir / 'best.json'}", "--max_epochs=1",
-        "--patience=1",
-    )  # fmt: skip
+    proc = launched["own/reproduce"]
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"rlarm: reused the sweep's best cell {best['workdir']}" in proc.stdout
     assert "ease: reused" not in proc.stdout  # no sweep of EASE given: trained
@@ -237,7 +278,6 @@ def test_sweep_and_reproduce_apply_the_own_data_batch_cap(tmp_path):
     assert config["model_config"]["batch_size"] == cap
 
 
-# ------------------------------------------------------------------ launch smoke runs
 def _launch(script, *args):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("JAX_PLATFORMS", "cpu")
@@ -247,27 +287,20 @@ def _launch(script, *args):
     )  # fmt: skip
 
 
-def test_sweep_then_reproduce_smoke(tmp_path):
-    grid = str(tmp_path / "grid.json")
-    write_json(grid, {"C": [0.002, 0.01]})
-    sweep_dir = tmp_path / "sweep"
-    args = ["--dataset=synthetic", "--model=ease", f"--sweep_dir={sweep_dir}", f"--grid={grid}"]
-    proc = _launch("sweep.py", *args)
+def test_sweep_then_reproduce_smoke(launched):
+    proc, sweep_dir = launched["sweep"], launched["root"] / "sweep"
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("sweep.csv", "sweep.md", "best.json", "C=0.002/results.json"):
         assert (sweep_dir / name).exists(), name
     best = json.loads((sweep_dir / "best.json").read_text())
     table = pd.read_csv(sweep_dir / "sweep.csv")
     assert len(table) == 2 and best["metrics"]["valid_ndcg@100"] == table["valid_ndcg@100"].max()
-    stamp = os.path.getmtime(sweep_dir / "C=0.01" / "results.json")
-    assert _launch("sweep.py", *args).returncode == 0  # resumes: nothing retrained
-    assert os.path.getmtime(sweep_dir / "C=0.01" / "results.json") == stamp
+    again = launched["sweep/again"]
+    assert again.returncode == 0, again.stderr[-2000:]
+    # Resumed: the cell's results are the first run's, written before the second began.
+    assert os.path.getmtime(sweep_dir / "C=0.01" / "results.json") < again.started
 
-    work = tmp_path / "repro"
-    proc = _launch(
-        "reproduce.py", "--dataset=synthetic", f"--workdir={work}", "--models=ease,ease_ipw",
-        f"--best={sweep_dir / 'best.json'}",
-    )  # fmt: skip
+    work, proc = launched["root"] / "repro", launched["reproduce"]
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = json.loads((work / "ease" / "config.json").read_text())
     assert config["hyperparameters"]["C"] == best["hyperparameters"]["C"]
@@ -280,33 +313,25 @@ def test_sweep_then_reproduce_smoke(tmp_path):
         assert (work / "analysis" / name).exists(), name
 
 
-def test_reproduce_adversarial_smoke(tmp_path):
+def test_reproduce_adversarial_smoke(launched):
     pytest.importorskip("arm_jax.training")
-    proc = _launch(
-        "reproduce.py", "--dataset=synthetic", f"--workdir={tmp_path}", "--max_epochs=2",
-        "--patience=1",
-    )  # fmt: skip
+    proc, work = launched["adversarial"], launched["root"] / "adversarial"
     assert proc.returncode == 0, proc.stderr[-2000:]
     for model in ("ease", "ease_ipw", "arm", "rlarm", "rlarm_nn"):
-        assert (tmp_path / model / "per_user_test.npz").exists(), model
+        assert (work / model / "per_user_test.npz").exists(), model
     for name in ("table2.csv", "fig2_worst_users.csv", "adversary_auc.csv", "analysis.json"):
-        assert (tmp_path / "analysis" / name).exists(), name
+        assert (work / "analysis" / name).exists(), name
 
 
-def test_reproduce_without_ease_stops_before_training(tmp_path):
-    proc = _launch("reproduce.py", "--dataset=synthetic", f"--workdir={tmp_path}", "--models=arm")
+def test_reproduce_without_ease_stops_before_training(launched):
+    proc = launched["no_ease"]
     assert proc.returncode != 0 and "--models must include ease" in proc.stderr
-    assert "Traceback" not in proc.stderr and not os.listdir(tmp_path)
+    assert "Traceback" not in proc.stderr and not os.listdir(launched["root"] / "no_ease")
 
 
-@pytest.mark.skipif(not os.environ.get("ARM_JAX_TEST_DATA"), reason="ARM_JAX_TEST_DATA unset")
-def test_reproduce_and_analyze_ml100k_are_consistent(tmp_path):
-    data_dir = os.path.join(os.environ["ARM_JAX_TEST_DATA"], "ml-100k")
-    work = tmp_path / "repro"
-    proc = _launch(
-        "reproduce.py", "--dataset=ml-100k", f"--data_dir={data_dir}", f"--workdir={work}",
-        "--max_epochs=2", "--patience=1",
-    )  # fmt: skip
+@pytest.mark.skipif(not DATA, reason="ARM_JAX_TEST_DATA unset")
+def test_reproduce_and_analyze_ml100k_are_consistent(tmp_path, launched):
+    proc, work = launched["ml-100k"], launched["root"] / "ml100k"
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "again"  # recomputed from the per-user files alone
     proc = _launch("analyze.py", f"--workdirs={work}", f"--outdir={out}")

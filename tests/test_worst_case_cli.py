@@ -3,25 +3,31 @@ files as for EASE, and every bad flag refused in one line before anything is wri
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from _cli_batch import train_rows  # refused command lines, one interpreter for all
+from _cli_batch import run_cases
 
 from arm_jax import configs, grids, report
 from arm_jax.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _train(tmp_path, *args):
-    env = dict(os.environ, ARM_JAX_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "launch", "train.py"), *args],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
+def train_batch(tmp_path_factory, cache, named, refused) -> dict:
+    """train.py in one interpreter (_cli_batch) with the session's data and compilation
+    cache: `{name: result}` for each `named` command line, run with
+    `--workdir=<root>/runs/<name>` (the result's `workdir`), and `{tuple(args): result}`
+    for each `(args, expected)` row of `refused`, run with `--workdir=run` in a folder of
+    its own (the result's `cwd`)."""
+    root = tmp_path_factory.mktemp("train")
+    workdirs = {name: root / "runs" / name for name in named}
+    argvs = [[*args, f"--workdir={workdirs[name]}"] for name, args in named.items()]
+    argvs += [[*args, "--workdir=run"] for args, _ in refused]
+    outs = run_cases("train.py", argvs, root, ARM_JAX_CACHE=cache)
+    for name, out in zip(named, outs):
+        out.workdir = workdirs[name]
+    result = dict(zip(named, outs))
+    result.update({tuple(args): out for (args, _), out in zip(refused, outs[len(named) :])})
+    return result
 
 
 def _check_run(workdir, model, low=0.2, **hyperparameters):
@@ -38,31 +44,33 @@ def _check_run(workdir, model, low=0.2, **hyperparameters):
     assert np.all(np.diag(w) == 0)
 
 
-def test_closed_form_baselines_train_and_analyse(tmp_path):
-    for model, args in (
-        ("ease", []),
-        ("edlae", ["--dropout_p=0.3"]),
-        ("cvar_ease", ["--alpha=0.3", "--rounds=2"]),
-    ):
-        proc = _train(tmp_path, f"--model={model}", f"--workdir=runs/{model}", *args)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    _check_run(tmp_path / "runs" / "edlae", "edlae", dropout_p=0.3)
-    _check_run(tmp_path / "runs" / "cvar_ease", "cvar_ease", alpha=0.3, rounds=2, cvar_loss="rank")
-    result = report.analyze_workdirs([str(tmp_path / "runs")], n_boot=100)
+CLOSED_FORM = {
+    "ease": ["--model=ease"],
+    "edlae": ["--model=edlae", "--dropout_p=0.3"],
+    "cvar_ease": ["--model=cvar_ease", "--alpha=0.3", "--rounds=2"],
+}
+GROUP_DRO = ["--model=group_dro", "--groups=4", "--max_epochs=2", "--batch_size=256"]
+
+
+def test_closed_form_baselines_train_and_analyse(runs):
+    for model in CLOSED_FORM:
+        assert runs[model].returncode == 0, runs[model].stderr[-3000:]
+    _check_run(runs["edlae"].workdir, "edlae", dropout_p=0.3)
+    _check_run(runs["cvar_ease"].workdir, "cvar_ease", alpha=0.3, rounds=2, cvar_loss="rank")
+    workdirs = [str(runs[model].workdir) for model in CLOSED_FORM]
+    result = report.analyze_workdirs(workdirs, n_boot=100)
     assert set(result.worst_off["model"]) == {"ease", "edlae", "cvar_ease"}
     assert set(result.groups["label"]) == {"EASE", "EDLAE", "CVaR-EASE"}
 
 
-def test_group_dro_trains(tmp_path):
-    proc = _train(
-        tmp_path, "--model=group_dro", "--workdir=run", "--groups=4", "--max_epochs=2",
-        "--batch_size=256",
-    )  # fmt: skip
+def test_group_dro_trains(runs):
+    proc = runs["group_dro"]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _check_run(tmp_path / "run", "group_dro", low=0.05, groups=4)  # 2 epochs from Glorot
-    logits = np.load(tmp_path / "run" / "adversary.npz")["logits"]
+    run = proc.workdir
+    _check_run(run, "group_dro", low=0.05, groups=4)  # 2 epochs from Glorot
+    logits = np.load(run / "adversary.npz")["logits"]
     assert logits.shape == (4,) and np.any(logits != 0)
-    scores = np.load(tmp_path / "run" / "adversary_scores.npz")["score"]
+    scores = np.load(run / "adversary_scores.npz")["score"]
     assert set(np.unique(scores)) <= set(logits)  # every user gets its group's logit
 
 
@@ -78,13 +86,14 @@ REFUSED = [
 
 
 @pytest.fixture(scope="module")
-def refused(tmp_path_factory):
-    return train_rows(tmp_path_factory, REFUSED)
+def runs(tmp_path_factory, cli_cache):
+    named = {**CLOSED_FORM, "group_dro": GROUP_DRO}
+    return train_batch(tmp_path_factory, cli_cache, named, REFUSED)
 
 
 @pytest.mark.parametrize("args,match", REFUSED)
-def test_bad_flags_are_refused_before_writing(refused, args, match):
-    proc = refused[tuple(args)]
+def test_bad_flags_are_refused_before_writing(runs, args, match):
+    proc = runs[tuple(args)]
     assert proc.returncode == 1 and proc.stderr.startswith("error:"), proc.stderr[-2000:]
     assert match in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
