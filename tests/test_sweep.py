@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,21 @@ def test_grids_sweep_what_the_model_uses_and_the_small_data_defaults():
         for model in ("arm", "rlarm", "rlarm_nn"):
             lr = model_config(dataset, model).learning_rate
             assert grids.default_grid(dataset, model)["learning_rate"] == [lr / 2, lr, 2 * lr]
+
+
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).parent.parent.glob("docs/results/grids_*.json")), ids=str
+)
+def test_committed_grids_load_for_every_model_they_name(path):
+    """The grids the README's tables were swept over (`launch/tables.sh`) stay valid."""
+    spec = json.loads(path.read_text())
+    assert spec and set(spec) <= set(configs.MODELS)
+    dataset = path.stem.removeprefix("grids_")
+    dataset = "lines" if dataset in ("amazon-book", "gowalla") else dataset
+    for model, lists in spec.items():
+        grid = grids.load_grid(str(path), dataset, model)
+        assert {k: grid[k] for k in lists} == lists  # the file's lists, not the defaults
+        assert len(grids.expand_grid(grid)) >= 1
 
 
 def test_collect_results_and_best_cell(tmp_path):
