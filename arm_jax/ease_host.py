@@ -88,16 +88,12 @@ def _potrf_potri(a: np.ndarray, *, overwrite: bool) -> np.ndarray:
     if a.shape[0] > _LAPACK_MAX_N:
         return _blocked_potrf_potri(a if overwrite else np.array(a, order="F"))
     potrf, potri = scipy.linalg.get_lapack_funcs(("potrf", "potri"), (a,))
-    c, info = potrf(a, lower=True, clean=False, overwrite_a=overwrite)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"Cholesky failed (info={info}): matrix not positive definite")
-    p, info = potri(c, lower=True, overwrite_c=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"potri failed (info={info})")
-    return mirror_lower(p)
+    c = _checked("potrf", potrf(a, lower=True, clean=False, overwrite_a=overwrite))
+    return mirror_lower(_checked("potri", potri(c, lower=True, overwrite_c=True)))
 
 
 def _checked(name: str, result):
+    """A LAPACK wrapper's output, or LinAlgError naming the routine and its info."""
     out, info = result
     if info > 0 and name == "potrf":
         raise np.linalg.LinAlgError(f"Cholesky failed (info={info}): matrix not positive definite")
