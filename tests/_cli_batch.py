@@ -29,6 +29,12 @@ def run_cases(script: str, argvs, root, *, cwds=None, **env) -> list:
     stderr, started (the case's start, `time.time()`) and cwd: a new folder under `root`
     that holds nothing else, or the case's entry of `cwds` (existing folders) where given.
     The cases run one after the other: a later one sees what an earlier one wrote."""
+    return finish_cases(start_cases(script, argvs, root, cwds=cwds, **env))
+
+
+def start_cases(script: str, argvs, root, *, cwds=None, **env):
+    """`run_cases` started, not waited for: `finish_cases` of the returned batch gives
+    its results. Batches that do not read each other's files can run side by side."""
     cases = []
     for i, argv in enumerate(argvs):
         if cwds is None:
@@ -47,14 +53,25 @@ def run_cases(script: str, argvs, root, *, cwds=None, **env) -> list:
         filter(None, [env.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"])
     )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), os.path.join(ROOT, "launch", script), spec],
-        capture_output=True, text=True, env=env, timeout=600,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    return types.SimpleNamespace(proc=proc, cases=cases, root=str(root))
+
+
+def finish_cases(batch) -> list:
+    """The results of a `start_cases` batch (see `run_cases`), once its process ends."""
+    try:
+        _, stderr = batch.proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        batch.proc.kill()
+        batch.proc.communicate()
+        raise
+    assert batch.proc.returncode == 0, stderr[-3000:]
     out = []
-    for i, case in enumerate(cases):
-        with open(os.path.join(str(root), f"case{i}.json")) as f:
+    for i, case in enumerate(batch.cases):
+        with open(os.path.join(batch.root, f"case{i}.json")) as f:
             out.append(types.SimpleNamespace(cwd=case["cwd"], **json.load(f)))
     return out
 

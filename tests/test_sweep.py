@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _cli_batch import run_cases  # launch scripts' command lines, one interpreter each
+from _cli_batch import finish_cases, start_cases  # launch scripts, one interpreter a batch
 
 from arm_jax import configs, grids, report, sweep
 from arm_jax.configs import model_config
@@ -247,29 +247,40 @@ def launched(tmp_path_factory, cli_cache):
                       "--max_epochs=1", "--patience=1"],
     }  # fmt: skip
     (root / "no_ease").mkdir()
-    reproductions = {
-        "reproduce": ["--dataset=synthetic", f"--workdir={root / 'repro'}",
-                      "--models=ease,ease_ipw", f"--best={root / 'sweep' / 'best.json'}"],
+    # Reproductions that read no sweep's files run beside the sweeps (two cores).
+    alone = {
         "adversarial": ["--dataset=synthetic", f"--workdir={root / 'adversarial'}",
                         "--max_epochs=2", "--patience=1"],
         "no_ease": ["--dataset=synthetic", f"--workdir={root / 'no_ease'}", "--models=arm"],
-        "own/reproduce": ["--dataset=interactions", *own, f"--workdir={root / 'own_repro'}",
-                          "--models=ease,rlarm", f"--best={root / 'own_sweep' / 'best.json'}",
-                          "--max_epochs=1", "--patience=1"],
     }  # fmt: skip
     if DATA:
-        reproductions["ml-100k"] = [
+        alone["ml-100k"] = [
             "--dataset=ml-100k", f"--data_dir={os.path.join(DATA, 'ml-100k')}",
             f"--workdir={root / 'ml100k'}", "--max_epochs=2", "--patience=1",
             "--models=ease,ease_ipw,arm,rlarm,rlarm_nn",  # the paper's five; all 13: synthetic
         ]  # fmt: skip
+    after_sweeps = {
+        "reproduce": ["--dataset=synthetic", f"--workdir={root / 'repro'}",
+                      "--models=ease,ease_ipw", f"--best={root / 'sweep' / 'best.json'}"],
+        "own/reproduce": ["--dataset=interactions", *own, f"--workdir={root / 'own_repro'}",
+                          "--models=ease,rlarm", f"--best={root / 'own_sweep' / 'best.json'}",
+                          "--max_epochs=1", "--patience=1"],
+    }  # fmt: skip
     out = {"root": root, "clicks": clicks}
-    for script, table in (("sweep.py", sweeps), ("reproduce.py", reproductions)):
-        folder = root / script[: -len(".py")]
-        folder.mkdir()
-        results = run_cases(script, list(table.values()), folder, ARM_JAX_CACHE=cli_cache)
-        out.update(zip(table, results))
+    batches = [("sweep.py", sweeps), ("reproduce.py", alone)]
+    started = [_start(root, script, table, cli_cache) for script, table in batches]
+    out.update(zip(sweeps, finish_cases(started[0])))
+    after = _start(root, "reproduce.py", after_sweeps, cli_cache, folder="reproduce_after")
+    out.update(zip(alone, finish_cases(started[1])))
+    out.update(zip(after_sweeps, finish_cases(after)))
     return out
+
+
+def _start(root, script, table, cache, folder=None):
+    """`start_cases` of `script` on the command lines of `table`, in a folder of its own."""
+    folder = root / (folder or script[: -len(".py")])
+    folder.mkdir()
+    return start_cases(script, list(table.values()), folder, ARM_JAX_CACHE=cache)
 
 
 def test_sweep_and_reproduce_apply_the_own_data_batch_cap(tmp_path, launched):
