@@ -17,6 +17,12 @@ import types
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def fast_compile(xla_flags: str | None) -> str:
+    """`xla_flags` plus LLVM at -O0 (as tests/test_sharding.py): a test run's many small
+    programs compile in about three quarters of the time; XLA's programs are the same."""
+    return " ".join(filter(None, [xla_flags, "--xla_backend_optimization_level=0"]))
+
+
 def run_batch(script: str, argvs, root, **kw) -> dict:
     """`{tuple(argv): result}` of `run_cases` (command lines that differ)."""
     return {
@@ -47,11 +53,7 @@ def start_cases(script: str, argvs, root, *, cwds=None, **env):
     with open(spec, "w") as f:
         json.dump(cases, f)
     env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
-    # LLVM at -O0 (as tests/test_sharding.py): the runs' many small programs compile in
-    # about three quarters of the time; XLA's programs are the same ones.
-    env["XLA_FLAGS"] = " ".join(
-        filter(None, [env.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"])
-    )
+    env["XLA_FLAGS"] = fast_compile(env.get("XLA_FLAGS"))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), os.path.join(ROOT, "launch", script), spec],

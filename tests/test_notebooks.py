@@ -11,6 +11,7 @@ import os
 
 import nbformat
 import pytest
+from _cli_batch import fast_compile  # LLVM at -O0 for the kernels
 from nbclient import NotebookClient
 
 from arm_jax import configs
@@ -37,10 +38,7 @@ def _execute(name: str, cwd, monkeypatch, cache: str, **env) -> nbformat.Noteboo
     monkeypatch.setenv("ARM_JAX_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", cache)
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    # LLVM at -O0 (as tests/test_sharding.py): the kernels' many small programs compile
-    # in about three quarters of the time; XLA's programs are the same ones.
-    flags = [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"]
-    monkeypatch.setenv("XLA_FLAGS", " ".join(filter(None, flags)))
+    monkeypatch.setenv("XLA_FLAGS", fast_compile(os.environ.get("XLA_FLAGS")))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     nb = _read(name)

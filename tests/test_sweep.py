@@ -219,8 +219,9 @@ def test_reproduce_reuses_the_best_cell_of_the_same_run(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ launch smoke runs
-# Every sweep.py command line of this file runs in one interpreter, then every
-# reproduce.py one in another (_cli_batch), with the session's data and compilation cache.
+# The sweep.py command lines of this file run in one interpreter and, beside them, the
+# reproduce.py ones that read no sweep in another; then those that read a sweep's
+# best.json (_cli_batch), all with the session's data and compilation cache.
 def _own_clicks(path) -> None:
     rng = np.random.default_rng(3)
     rows = [(u, i) for u in range(200) for i in rng.choice(60, rng.integers(8, 20), False)]
@@ -267,18 +268,18 @@ def launched(tmp_path_factory, cli_cache):
                           "--max_epochs=1", "--patience=1"],
     }  # fmt: skip
     out = {"root": root, "clicks": clicks}
-    batches = [("sweep.py", sweeps), ("reproduce.py", alone)]
-    started = [_start(root, script, table, cli_cache) for script, table in batches]
-    out.update(zip(sweeps, finish_cases(started[0])))
+    sweeping = _start(root, "sweep.py", sweeps, cli_cache, folder="sweep")
+    alone_running = _start(root, "reproduce.py", alone, cli_cache, folder="reproduce")
+    out.update(zip(sweeps, finish_cases(sweeping)))
     after = _start(root, "reproduce.py", after_sweeps, cli_cache, folder="reproduce_after")
-    out.update(zip(alone, finish_cases(started[1])))
+    out.update(zip(alone, finish_cases(alone_running)))
     out.update(zip(after_sweeps, finish_cases(after)))
     return out
 
 
-def _start(root, script, table, cache, folder=None):
-    """`start_cases` of `script` on the command lines of `table`, in a folder of its own."""
-    folder = root / (folder or script[: -len(".py")])
+def _start(root, script, table, cache, *, folder):
+    """`start_cases` of `script` on the command lines of `table`, in `root / folder`."""
+    folder = root / folder
     folder.mkdir()
     return start_cases(script, list(table.values()), folder, ARM_JAX_CACHE=cache)
 
