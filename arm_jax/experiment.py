@@ -21,9 +21,10 @@
 """
 
 import contextlib
+import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -148,6 +149,7 @@ def run_experiment(
     extra_config: dict | None = None,
     checkpoint_every: int = training.CHECKPOINT_EVERY,
     mesh=None,
+    warm_start_from: Sequence[str] = (),
 ) -> dict:
     """Trains `model` on `split`, evaluates it and writes the workdir (module docstring).
 
@@ -167,6 +169,9 @@ def run_experiment(
       mesh: a `sharding.make_mesh` mesh: an adversarial model's learner is trained
         sharded over it, a closed form's W (solved on one device) is evaluated sharded.
         With several processes all of them call this; process 0 writes the files.
+      warm_start_from: finished EASE workdirs, or folders of them (a sweep's), where a
+        dense learner's warm start may be read instead of refit (`ease_warm_start`);
+        `results.json` then names the one read as `warm_start_from`.
 
     Returns:
       The content of `results.json`.
@@ -186,7 +191,7 @@ def run_experiment(
             check_workdir(workdir, record)
             return _run_locked(
                 split, model, config, workdir, record, seed, dtype, resume, progress, callback,
-                checkpoint_every, mesh,
+                checkpoint_every, mesh, warm_start_from,
             )  # fmt: skip
     except OSError as e:  # a file in the way, a read-only folder, a full disk
         raise ConfigError(io.os_error_message(e, f"the run's files in {workdir}")) from None
@@ -205,15 +210,77 @@ def _checked_record(split, model, config, seed, dtype, extra_config, mesh) -> di
     return record
 
 
+def ease_warm_start(
+    split: Split, config: configs.ModelConfig, sources: Sequence[str], *, dtype=jnp.float32
+) -> str | None:
+    """The finished EASE run whose W is the dense learner's warm start, or None.
+
+    That warm start is EASE at C/2 on the training rows (`learners`), an O(n³) solve
+    that dominates the start on a large catalogue (docs/performance.md). A run that
+    records EASE at C/2 on the same data (`split_stats`: counts and file checksums) and
+    dtype, with its `model.npz` and `results.json` written, holds the same W.
+
+    Args:
+      split: the split the adversarial model trains on.
+      config: its configuration (C, warm_start and learner are read).
+      sources: EASE workdirs, or folders whose sub-folders are (a sweep's); searched
+        in order.
+      dtype: the run's dtype.
+
+    Returns:
+      That run's workdir (`learners.load_model` of its `model.npz` gives W), or None
+      when the config has no dense warm start or no source matches.
+    """
+    if not (config.warm_start and config.learner == "dense"):
+        return None
+    ease = dataclasses.replace(config, C=config.C / 2)
+    expected = {
+        k: v
+        for k, v in run_record(split, "ease", ease, dtype=dtype).items()
+        if k in ("dataset", "model", "dtype", "hyperparameters", "data")
+    }
+    for source in sources:
+        if not os.path.isdir(source):
+            raise ConfigError(f"--warm_start_from: {source} is not a folder")
+        subdirs = sorted(os.path.join(source, d) for d in os.listdir(source))
+        for workdir in [source, *subdirs]:
+            files = [os.path.join(workdir, f) for f in ("config.json", "model.npz", "results.json")]
+            if not all(os.path.isfile(f) for f in files):
+                continue
+            try:
+                recorded = io.read_json(files[0])
+            except (OSError, ValueError):
+                continue  # not a run's config.json: not a candidate
+            if not identity.identity_differences(recorded, expected):
+                return workdir
+    return None
+
+
+def _warm_start_loader(workdir: str | None, split: Split):
+    """A function reading `workdir`'s W (checked against the split's items), or None."""
+    if workdir is None:
+        return None
+
+    def load():
+        path = os.path.join(workdir, "model.npz")
+        with np.load(path, allow_pickle=False) as f:
+            if not np.array_equal(f["item_ids"], split.item_ids):
+                raise ConfigError(f"{path}: its item ids are not the split's")
+            return f["W"]
+
+    return load
+
+
 def _train_in_workdir(
     split, model, config, workdir, record, seed, dtype, resume, progress, callback,
-    checkpoint_every, mesh, *, start,
+    checkpoint_every, mesh, warm_start_from, *, start,
 ):  # fmt: skip
     """An adversarial model trained in `workdir`: (W, predict, seconds, training info)."""
     training.check_config(split, model, config, checkpoint_every=checkpoint_every)
     training.check_workdir(
         split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
     )
+    ease_run = ease_warm_start(split, config, warm_start_from, dtype=dtype)
     if sharding.is_primary():
         io.write_json(os.path.join(workdir, "config.json"), record)
     result = training.train_adversarial(
@@ -235,6 +302,7 @@ def _train_in_workdir(
         ),
         checkpoint_every=checkpoint_every,
         mesh=mesh,
+        warm_start_w=_warm_start_loader(ease_run, split),
     )
     w = result.learner
     predict = learners.make_learner(config).predictor("auto")
@@ -242,6 +310,8 @@ def _train_in_workdir(
     adversary = configs.REGISTRY[model].adversary  # None: group DRO's, per user
     item_auc = _save_adversary(workdir, result, split, adversary)
     training_info = {"best_epoch": result.best_epoch, "stop_reason": result.stop_reason}
+    if ease_run is not None:
+        training_info["warm_start_from"] = ease_run
     if item_auc is not None:
         training_info["niche_item_auc"] = item_auc
     return w, predict, seconds, training_info
@@ -249,13 +319,13 @@ def _train_in_workdir(
 
 def _run_locked(
     split, model, config, workdir, record, seed, dtype, resume, progress, callback,
-    checkpoint_every, mesh,
+    checkpoint_every, mesh, warm_start_from,
 ):  # fmt: skip
     start = time.perf_counter()
     if model in configs.ADVERSARIAL_MODELS:
         w, predict, seconds, training_info = _train_in_workdir(
             split, model, config, workdir, record, seed, dtype, resume, progress, callback,
-            checkpoint_every, mesh, start=start,
+            checkpoint_every, mesh, warm_start_from, start=start,
         )  # fmt: skip
     else:
         w, seconds = fit_closed_form(split, model, config, dtype=dtype, mesh=mesh)

@@ -20,7 +20,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -118,6 +118,7 @@ def train_cell(
     seed: int = 0,
     dataset: str | None = None,
     data: dict | None = None,
+    warm_start_from: Sequence[str] = (),
 ) -> str:
     """Trains one cell with `arm_jax.experiment.run_experiment` unless it has finished.
 
@@ -129,6 +130,7 @@ def train_cell(
         finished adversarial one whose max_epochs or patience was smaller.
       dataset, data: the split's name and `split_stats`; a finished cell is reused only
         if it records the same (and model, seed and hyperparameters). None: not compared.
+      warm_start_from: EASE runs to read a warm start from (`run_experiment`).
 
     Returns:
       `workdir`.
@@ -140,8 +142,9 @@ def train_cell(
         return workdir
     resume = os.path.isdir(workdir) and model in ADVERSARIAL_MODELS
     run_experiment(
-        load_split(), model=model, config=config, workdir=workdir, seed=seed, resume=resume
-    )
+        load_split(), model=model, config=config, workdir=workdir, seed=seed, resume=resume,
+        warm_start_from=warm_start_from,
+    )  # fmt: skip
     return workdir
 
 
@@ -155,6 +158,7 @@ def run_sweep(
     num_workers: int = 1,
     seed: int = 0,
     dataset: str | None = None,
+    warm_start_from: Sequence[str] = (),
 ) -> list[str]:
     """Trains every unfinished cell of a grid, in this process or in `num_workers` ones.
 
@@ -168,6 +172,8 @@ def run_sweep(
       num_workers: > 1 runs cells in that many spawned processes.
       seed: every cell's seed.
       dataset: the split's name, checked against finished cells (see `train_cell`).
+      warm_start_from: EASE runs each cell may read its warm start from
+        (`experiment.ease_warm_start`: the one at the cell's C/2).
 
     Returns:
       The cell folders, in `cells` order.
@@ -188,14 +194,15 @@ def run_sweep(
         for params in cells
     ]
     todo = [job for job in jobs if not _reusable(**job)]
+    warm = dict(warm_start_from=tuple(warm_start_from))
     if num_workers == 1 or len(todo) <= 1:
         for job in todo:
-            train_cell(lambda: split, **job)
+            train_cell(lambda: split, **job, **warm)
     else:
         del split  # the workers load their own
         context = multiprocessing.get_context("spawn")  # JAX does not survive fork
         with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
-            for future in [pool.submit(train_cell, load_split, **job) for job in todo]:
+            for future in [pool.submit(train_cell, load_split, **job, **warm) for job in todo]:
                 future.result()
     return [job["workdir"] for job in jobs]
 
@@ -286,6 +293,7 @@ def reproduce_models(
     seed: int = 0,
     cells: dict[str, str] | None = None,
     on_reuse: Callable[[str, str], None] | None = None,
+    warm_start_from: Sequence[str] = (),
 ) -> list[str]:
     """Trains (or reuses, when it holds the same run finished) each model into
     `<workdir>/<model>/`.
@@ -304,6 +312,8 @@ def reproduce_models(
         workdir does not exist yet is filled from it when it holds the same run
         (`reuse_cell`) instead of being retrained.
       on_reuse: called with (model, cell folder) for each model so filled.
+      warm_start_from: EASE runs to read warm starts from (`run_experiment`); the
+        EASE model trained here is searched first.
 
     Returns:
       The model workdirs, in `models` order.
@@ -323,5 +333,8 @@ def reproduce_models(
                 on_reuse(model, cell)
             workdirs.append(path)
             continue
-        workdirs.append(train_cell(lambda: split, workdir=path, **run))
+        # EASE (first in MODELS) may be the warm start of the adversarial models after it.
+        warm = (os.path.join(workdir, "ease"), *warm_start_from)
+        warm = tuple(w for w in warm if os.path.isdir(w))
+        workdirs.append(train_cell(lambda: split, workdir=path, warm_start_from=warm, **run))
     return workdirs

@@ -129,16 +129,21 @@ def evaluate_learner(
     return {f"valid_{k}": summary[k] for k in metrics.METRICS}
 
 
-def _init_state(key, x, spec, config, *, dtype, warm_start: bool, mesh) -> gda.TrainState:
-    # The learner's warm start reads the training rows (the dense one: EASE at C/2).
+def _init_state(
+    key, x, spec, config, *, dtype, warm_start: bool, mesh, warm_start_w=None
+) -> gda.TrainState:
+    # The learner's warm start reads the training rows (the dense one: EASE at C/2), or
+    # is `warm_start_w()`, read here so that no caller keeps the [n, n] host copy.
+    given = warm_start and warm_start_w is not None
     return gda.init_state(
         key,
         x.shape[1],
         adversary=spec.adversary,
         config=config,
+        W0=warm_start_w() if given else None,
         dtype=dtype,
         learner=spec.learner,
-        x=x if warm_start else None,
+        x=x if warm_start and not given else None,
         mesh=mesh,
     )
 
@@ -192,6 +197,7 @@ def train_adversarial(
     adversarial_model: adversarial.Model | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
     mesh=None,
+    warm_start_w: Callable[[], np.ndarray] | None = None,
 ) -> TrainResult:
     """Trains ARM / R-LARM / R-LARM(NN) with early stopping on validation NDCG@100.
 
@@ -213,6 +219,9 @@ def train_adversarial(
       checkpoint_every: write the latest checkpoint every this many epochs (and at the
         last); the best one is written whenever validation NDCG@100 improves.
       mesh: a `sharding.make_mesh` mesh to shard the learner over, or None (one device).
+      warm_start_w: returns the dense learner's warm start `[n, n]` in place of the
+        EASE fit at C/2 (`experiment.ease_warm_start` reads that W from an EASE run);
+        needs `config.warm_start` and the dense learner; unused when resuming.
 
     Returns:
       A `TrainResult` with the best learner (exported, e.g. `[n, n]`) and adversary.
@@ -223,6 +232,11 @@ def train_adversarial(
     """
     check_config(split, model, config, checkpoint_every=checkpoint_every)
     sharding.check_items(mesh, split.train.shape[1])
+    if warm_start_w is not None and not (config.warm_start and config.learner == "dense"):
+        raise ConfigError(
+            "warm_start_w is the dense learner's warm start: it needs warm_start=True and "
+            f"learner='dense' (got warm_start={config.warm_start}, learner={config.learner!r})"
+        )
     spec = adversarial_model or adversarial.make_model(model, learners.make_learner(config))
     resuming = check_workdir(
         split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
@@ -230,13 +244,13 @@ def train_adversarial(
     return _train(
         split, spec, model=model, config=config, seed=seed, dtype=dtype, workdir=workdir,
         resuming=resuming, checkpoint_every=int(checkpoint_every), progress=progress,
-        callback=callback, mesh=mesh,
+        callback=callback, mesh=mesh, warm_start_w=warm_start_w,
     )  # fmt: skip
 
 
 def _train(
     split, spec: adversarial.Model, *, model, config, seed, dtype, workdir, resuming,
-    checkpoint_every, progress, callback, mesh,
+    checkpoint_every, progress, callback, mesh, warm_start_w=None,
 ) -> TrainResult:  # fmt: skip
     """`train_adversarial` once its inputs are checked: the composition of
     `epoch_batches`, `train_epoch`, `evaluate_learner`, `EarlyStopping`,
@@ -245,7 +259,10 @@ def _train(
     x = split.train.tocsr().astype(np.float32)
     init_key, step_root = jax.random.split(jax.random.PRNGKey(seed))
     warm_start = config.warm_start and not resuming
-    state = _init_state(init_key, x, spec, config, dtype=dtype, warm_start=warm_start, mesh=mesh)
+    state = _init_state(
+        init_key, x, spec, config, dtype=dtype, warm_start=warm_start, mesh=mesh,
+        warm_start_w=warm_start_w,
+    )  # fmt: skip
     steps_per_epoch = x.shape[0] // config.batch_size
     warmup = config.warmup_epochs * steps_per_epoch
     step_fn = gda.make_step(spec, config, warmup_steps=warmup, mesh=mesh)

@@ -53,6 +53,7 @@ def main(argv):
         seed=_data_flags.SEED.value,
         cells=sweep.best_cells(_BEST.value),
         on_reuse=lambda model, cell: print(f"{model}: reused the sweep's best cell {cell}"),
+        warm_start_from=_cli.WARM_START_FROM.value,
     )
     analysis = report.analyze_workdirs(workdirs)
     outdir = os.path.join(_WORKDIR.value, "analysis")

@@ -57,6 +57,7 @@ def main(argv):
     sweep.run_sweep(
         load, model=model, base_config=base, cells=cells, sweep_dir=out,
         num_workers=_WORKERS.value, seed=_data_flags.SEED.value, dataset=dataset,
+        warm_start_from=_cli.WARM_START_FROM.value,
     )  # fmt: skip
     table = sweep.collect_results(out, cells)
     best = sweep.sweep_report(

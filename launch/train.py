@@ -74,6 +74,7 @@ def main(argv):
         checkpoint_every=CHECKPOINT_EVERY.value,
         extra_config={"flags": _given_flags()},
         mesh=mesh,
+        warm_start_from=_cli.WARM_START_FROM.value,
     )
     print(experiment.results_table(results))
     print(f"wrote {workdir}")
