@@ -59,6 +59,19 @@ def collect_results(sweep_dir: str, cells: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def finished_outside(sweep_dir: str, cells: list[dict]) -> list[str]:
+    """The finished cell folders of `sweep_dir` that `cells` does not name, sorted:
+    `collect_results` (so best.json and sweep.md) leaves them out."""
+    if not os.path.isdir(sweep_dir):
+        return []
+    named = {cell_name(params) for params in cells}
+    return sorted(
+        d
+        for d in os.listdir(sweep_dir)
+        if d not in named and is_finished(os.path.join(sweep_dir, d))
+    )
+
+
 def ranked_view(table: pd.DataFrame) -> pd.DataFrame:
     """`table` sorted best first (stable: grid order on ties), with the main metrics."""
     keep = [

@@ -14,7 +14,7 @@ import os
 
 import _cli
 import _data_flags
-from absl import app, flags
+from absl import app, flags, logging
 
 from arm_jax import configs, grids, report, sweep
 from arm_jax.data import load_split
@@ -60,6 +60,14 @@ def main(argv):
         warm_start_from=_cli.WARM_START_FROM.value,
     )  # fmt: skip
     table = sweep.collect_results(out, cells)
+    outside = sweep.finished_outside(out, cells)
+    if outside:  # e.g. a rerun with one new cell: it would be "best" of a grid of one
+        logging.warning(
+            "%s holds %d finished cell(s) outside this grid (%s): best.json and sweep.md "
+            "rank this grid's %d cell(s) only; give the whole grid to rank them all "
+            "(finished cells are reused)",
+            out, len(outside), ", ".join(outside), len(cells),
+        )  # fmt: skip
     best = sweep.sweep_report(
         table, sweep.best_cell(table), dataset=dataset, model=model, cells=cells, sweep_dir=out
     )

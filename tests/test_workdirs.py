@@ -147,6 +147,20 @@ def test_sweeps_reuse_cells_of_the_same_split_and_budget_only(tmp_path, split):
         sweep.best_overrides([path], models=("ease", "rlarm"))
 
 
+def test_finished_cells_outside_the_grid_are_named(tmp_path, split):
+    # A rerun with one new cell ranks that cell alone: the sweep says which it left out.
+    kw = dict(
+        model="ease", base_config=configs.model_config("synthetic", "ease"),
+        sweep_dir=str(tmp_path), dataset="synthetic",
+    )  # fmt: skip
+    both = grids.expand_grid({"C": [0.01, 0.05]})
+    sweep.run_sweep(lambda: split, cells=both, **kw)
+    os.makedirs(tmp_path / "C=0.2")  # unfinished: not a result
+    assert sweep.finished_outside(str(tmp_path), both) == []
+    assert sweep.finished_outside(str(tmp_path), both[1:]) == ["C=0.01"]
+    assert sweep.finished_outside(str(tmp_path / "absent"), both) == []
+
+
 def test_best_json_must_come_from_the_same_dataset(tmp_path):
     def best(name, dataset, model="rlarm"):
         path = str(tmp_path / name)
