@@ -25,13 +25,6 @@ COMPILATION_CACHE = flags.DEFINE_bool(
 COMPILATION_CACHE_DIR = flags.DEFINE_string(
     "compilation_cache_dir", None, "Its folder (default: the data cache folder's jax/)."
 )
-WARM_START_FROM = flags.DEFINE_list(
-    "warm_start_from",
-    [],
-    "Finished EASE runs, or sweep folders of them: a dense warm start at C is read from "
-    "the one at C/2 on the same data instead of refit (train, sweep, reproduce).",
-)
-
 _HELP = {"--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull"}
 
 

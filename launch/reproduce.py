@@ -14,6 +14,7 @@ import os
 
 import _cli
 import _data_flags
+import _warm_flags
 from absl import app, flags
 
 from arm_jax import configs, report, sweep
@@ -27,6 +28,7 @@ _PATIENCE = flags.DEFINE_integer("patience", None, "Override patience of every m
 flags.mark_flags_as_required(["workdir"])
 flags.adopt_module_key_flags(_data_flags)  # --help lists them
 flags.adopt_module_key_flags(_cli)
+flags.adopt_module_key_flags(_warm_flags)
 
 
 def main(argv):
@@ -53,7 +55,7 @@ def main(argv):
         seed=_data_flags.SEED.value,
         cells=sweep.best_cells(_BEST.value),
         on_reuse=lambda model, cell: print(f"{model}: reused the sweep's best cell {cell}"),
-        warm_start_from=_cli.WARM_START_FROM.value,
+        warm_start_from=_warm_flags.WARM_START_FROM.value,
     )
     analysis = report.analyze_workdirs(workdirs)
     outdir = os.path.join(_WORKDIR.value, "analysis")

@@ -14,6 +14,7 @@ import os
 
 import _cli
 import _data_flags
+import _warm_flags
 from absl import app, flags, logging
 
 from arm_jax import configs, grids, report, sweep
@@ -31,6 +32,7 @@ _PATIENCE = flags.DEFINE_integer("patience", None, "Override patience of every c
 flags.mark_flags_as_required(["model", "sweep_dir"])
 flags.adopt_module_key_flags(_data_flags)  # --help lists them
 flags.adopt_module_key_flags(_cli)
+flags.adopt_module_key_flags(_warm_flags)
 
 
 def _loader(load, workers: int):
@@ -57,7 +59,7 @@ def main(argv):
     sweep.run_sweep(
         load, model=model, base_config=base, cells=cells, sweep_dir=out,
         num_workers=_WORKERS.value, seed=_data_flags.SEED.value, dataset=dataset,
-        warm_start_from=_cli.WARM_START_FROM.value,
+        warm_start_from=_warm_flags.WARM_START_FROM.value,
     )  # fmt: skip
     table = sweep.collect_results(out, cells)
     outside = sweep.finished_outside(out, cells)

@@ -14,6 +14,7 @@ import _cli
 import _data_flags
 import _mesh_flags
 import _model_flags
+import _warm_flags
 from absl import app, flags, logging
 
 from arm_jax import configs, experiment, training
@@ -29,6 +30,7 @@ CHECKPOINT_EVERY = flags.DEFINE_integer(
 )
 flags.adopt_module_key_flags(_data_flags)  # --help lists them
 flags.adopt_module_key_flags(_cli)
+flags.adopt_module_key_flags(_warm_flags)
 flags.adopt_module_key_flags(_model_flags)
 flags.adopt_module_key_flags(_mesh_flags)
 
@@ -74,7 +76,7 @@ def main(argv):
         checkpoint_every=CHECKPOINT_EVERY.value,
         extra_config={"flags": _given_flags()},
         mesh=mesh,
-        warm_start_from=_cli.WARM_START_FROM.value,
+        warm_start_from=_warm_flags.WARM_START_FROM.value,
     )
     print(experiment.results_table(results))
     print(f"wrote {workdir}")

@@ -21,6 +21,8 @@ MAIN_FLAGS = {
     "analyze.py": ["--workdirs", "--outdir"],
     "benchmark.py": ["--what", "--data"],
 }
+for _script in ("train.py", "sweep.py", "reproduce.py"):  # an EASE run's W as warm start
+    MAIN_FLAGS[_script].append("--warm_start_from")
 
 
 def _launch(script, *args, cwd=None, **env):

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from _cli_batch import run_cases
 
 from arm_jax import configs, experiment, load_split, run_experiment, sweep, training
 from arm_jax.errors import ConfigError
@@ -110,3 +111,27 @@ def test_reproduce_starts_the_adversarial_models_from_its_own_ease(split, tmp_pa
     )
     with open(os.path.join(workdirs[1], "results.json")) as f:
         assert json.load(f)["warm_start_from"] == str(tmp_path / "ease")
+
+
+def test_a_sweep_reads_each_cells_warm_start_where_there_is_one(tmp_path):
+    ease = str(tmp_path / "ease")
+    out = run_cases(
+        "sweep.py",
+        [
+            ["--model=ease", '--grid={"C": [0.005]}', f"--sweep_dir={ease}"],
+            ["--model=rlarm", "--max_epochs=1", "--sweep_dir=rlarm", f"--warm_start_from={ease}",
+             '--grid={"C": [0.01, 0.02], "B": [100], "learning_rate": [0.001], '
+             '"warm_start": [true], "batch_size": [32]}'],
+        ],
+        tmp_path,
+    )  # fmt: skip
+    for case in out:
+        assert case.returncode == 0, case.stderr[-2000:]
+    rlarm = os.path.join(out[1].cwd, "rlarm")
+    read = {}
+    for c in ("0.01", "0.02"):
+        cell = f"B=100,C={c},batch_size=32,learning_rate=0.001,warm_start=True"
+        with open(os.path.join(rlarm, cell, "results.json")) as f:
+            read[c] = json.load(f).get("warm_start_from")
+    # Only C = 0.01 has its EASE (C/2 = 0.005) there; C = 0.02 fits its own.
+    assert read == {"0.01": os.path.join(ease, "C=0.005"), "0.02": None}
