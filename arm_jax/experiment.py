@@ -266,7 +266,10 @@ def _warm_start_loader(workdir: str | None, split: Split):
         with np.load(path, allow_pickle=False) as f:
             if not np.array_equal(f["item_ids"], split.item_ids):
                 raise ConfigError(f"{path}: its item ids are not the split's")
-            return f["W"]
+            w = f["W"]
+        # On the device here, and the host copy freed: the train state's W and two
+        # moments fill the memory gowalla's 40,981 items have (docs/performance.md).
+        return jax.device_put(w)
 
     return load
 

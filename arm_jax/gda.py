@@ -96,11 +96,13 @@ def init_state(
     optimizer, adversary_optimizer = _optimizers(config)
 
     def arrays(key):
+        nonlocal W0
         k_w, k_a = jax.random.split(key)
         if W0 is None:
             params = learner.init(k_w, n_items, config, dtype=dtype, x=x)
         else:
             params = {"W": zero_diagonal(jnp.asarray(W0, dtype))}
+            W0 = None  # params hold a copy: the given W is freed before the moments exist
         adversary_params = adversary.init(k_a, n_items, config)
         scratch = learner.scratch(params, product or config.product) if learner.scratch else None
         return dict(
