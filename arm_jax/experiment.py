@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import os
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 
 import jax
@@ -33,6 +34,7 @@ import numpy as np
 from arm_jax import (
     adversarial,
     configs,
+    ease_host,
     group_dro,
     identity,
     io,
@@ -266,10 +268,10 @@ def _warm_start_loader(workdir: str | None, split: Split):
         with np.load(path, allow_pickle=False) as f:
             if not np.array_equal(f["item_ids"], split.item_ids):
                 raise ConfigError(f"{path}: its item ids are not the split's")
-            w = f["W"]
-        # On the device here, and the host copy freed: the train state's W and two
-        # moments fill the memory gowalla's 40,981 items have (docs/performance.md).
-        return jax.device_put(w)
+        try:  # read as the fit leaves W (an aligned buffer the CPU aliases): no copy
+            return ease_host.to_device(ease_host.read_aligned(path, "W"))
+        except (KeyError, ValueError, zipfile.BadZipFile) as e:
+            raise ConfigError(f"{path}: not a W to warm-start from ({e})") from None
 
     return load
 

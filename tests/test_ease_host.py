@@ -154,3 +154,16 @@ def test_dense_warm_start_is_fit_ease_at_half_C():
     params = learners.DENSE_LEARNER.init(jax.random.PRNGKey(0), x.shape[1], Config, x=x)
     expected = np.asarray(ease.fit_ease(x, C=0.02))
     np.testing.assert_array_equal(np.asarray(params["W"]), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_read_aligned_is_np_load_in_an_aligned_buffer(tmp_path, monkeypatch, dtype):
+    monkeypatch.setattr(ease_host, "_READ_BYTES", 1000)  # several reads
+    w = np.random.default_rng(0).standard_normal((37, 41)).astype(dtype)
+    path = str(tmp_path / "model.npz")
+    np.savez(path, W=w, F=np.asfortranarray(w))
+    got = ease_host.read_aligned(path, "W")
+    np.testing.assert_array_equal(got, w)
+    assert got.dtype == dtype and got.ctypes.data % 64 == 0 and got.flags.c_contiguous
+    with pytest.raises(ValueError, match="not a C-ordered numeric array"):
+        ease_host.read_aligned(path, "F")
