@@ -102,8 +102,8 @@ def init_state(
             params = learner.init(k_w, n_items, config, dtype=dtype, x=x)
         else:
             params = {"W": zero_diagonal(jnp.asarray(W0, dtype))}
-            # The given W freed before the moments exist: on a 40,981-item catalogue
-            # (6.7 GB a W) the queued copies would not fit in 24 GB beside them.
+            # The given W freed before the moments are made: at 40,981 items a W and
+            # two moments take 20.1 of this machine's 24 GB (docs/performance.md).
             jax.block_until_ready(params)
             W0 = None
         adversary_params = adversary.init(k_a, n_items, config)

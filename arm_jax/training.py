@@ -197,7 +197,7 @@ def train_adversarial(
     adversarial_model: adversarial.Model | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
     mesh=None,
-    warm_start_w: Callable[[], np.ndarray] | None = None,
+    warm_start_w: Callable[[], jax.Array] | None = None,
 ) -> TrainResult:
     """Trains ARM / R-LARM / R-LARM(NN) with early stopping on validation NDCG@100.
 
