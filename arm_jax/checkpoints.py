@@ -5,7 +5,8 @@
   bookkeeping (`meta`: epoch, early stopping, history, nnz cap, the run's fingerprint),
   written every `checkpoint_every` epochs and at the last one; one is kept;
 - `checkpoints/best/<epoch>/`: the best learner and adversary (`tree`), written only when
-  the validation metric improves; kept until a committed `latest` no longer refers to it.
+  the validation metric improves; the newest is kept, and the one the committed `latest`
+  refers to (at most two).
 Writes are atomic (orbax writes a temporary folder and renames it) and synchronous: an
 asynchronous write holds host copies of the arrays while training goes on, more memory
 than a dense W's state leaves on a 24 GiB machine (docs/performance.md). Every checkpoint's
@@ -271,6 +272,12 @@ class Checkpointer:
         meta["meta_checksum"] = _meta_checksum(meta)
         args = ocp.args.Composite(tree=_save_args(tree), meta=ocp.args.JsonSave(meta))
         self._best.save(epoch, args=args)
+        self._best.wait_until_finished()
+        # Only this best and the one the committed `latest` names are ever read again
+        # (a run without a `latest` resumes from scratch): 6.3 GB each at 40,981 items.
+        for step in self._best.all_steps():
+            if step not in (epoch, self._pending_best):
+                self._best.delete(step)
 
     def restore_latest(self, like) -> tuple:
         """(state tree shaped like `like`, meta) of the latest checkpoint."""
@@ -292,6 +299,7 @@ class Checkpointer:
         for step in self._best.all_steps():
             if step != best_epoch or epoch == 0:
                 self._best.delete(step)
+        self._pending_best = best_epoch if epoch else None  # the `latest` resumed names it
 
     def _prune_best(self) -> None:
         if self._pending_best is None:

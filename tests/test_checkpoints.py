@@ -124,12 +124,17 @@ def test_checkpoint_every_is_honoured_and_best_is_written_only_when_it_improves(
     tmp_path, monkeypatch
 ):
     saved = {"latest": [], "best": []}
+    bests_on_disk = []  # after each best is written
     for kind in saved:
         method = getattr(checkpoints.Checkpointer, f"save_{kind}")
 
         def spy(self, epoch, *args, _method=method, _kind=kind):
             saved[_kind].append(epoch)
-            return _method(self, epoch, *args)
+            out = _method(self, epoch, *args)
+            if _kind == "best":
+                folder = os.path.join(str(tmp_path), "checkpoints", "best")
+                bests_on_disk.append(sorted(int(d) for d in os.listdir(folder) if d.isdigit()))
+            return out
 
         monkeypatch.setattr(checkpoints.Checkpointer, f"save_{kind}", spy)
     config = _config(max_epochs=7)
@@ -137,6 +142,11 @@ def test_checkpoint_every_is_honoured_and_best_is_written_only_when_it_improves(
     assert saved["latest"] == [3, 6, 7]  # and the last epoch
     improved = [r["epoch"] for r in result.history if r["best_epoch"] == r["epoch"]]
     assert saved["best"] == improved and len(improved) < 7
+    # The newest best, and the one the written `latest` names (none before epoch 3).
+    latest_best = {3: result.history[2]["best_epoch"], 6: result.history[5]["best_epoch"]}
+    for epoch, on_disk in zip(improved, bests_on_disk):
+        named = [b for e, b in latest_best.items() if e < epoch][-1:]
+        assert on_disk == sorted({epoch, *named}), (epoch, on_disk)
     with pytest.raises(ConfigError, match="checkpoint_every must be an integer >= 1, got 0"):
         _train(_split(), str(tmp_path / "other"), checkpoint_every=0)
     assert not os.path.exists(tmp_path / "other")
