@@ -21,10 +21,8 @@
 """
 
 import contextlib
-import dataclasses
 import os
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 
 import jax
@@ -34,7 +32,6 @@ import numpy as np
 from arm_jax import (
     adversarial,
     configs,
-    ease_host,
     group_dro,
     identity,
     io,
@@ -42,6 +39,7 @@ from arm_jax import (
     metrics,
     sharding,
     training,
+    warm_start,
 )
 from arm_jax.closed_form import fit_closed_form
 from arm_jax.data import Split, split_stats
@@ -172,7 +170,8 @@ def run_experiment(
         sharded over it, a closed form's W (solved on one device) is evaluated sharded.
         With several processes all of them call this; process 0 writes the files.
       warm_start_from: finished EASE workdirs, or folders of them (a sweep's), where a
-        dense learner's warm start may be read instead of refit (`ease_warm_start`);
+        dense learner's warm start may be read instead of refit
+        (`warm_start.ease_warm_start`);
         `results.json` then names the one read as `warm_start_from`.
 
     Returns:
@@ -212,70 +211,6 @@ def _checked_record(split, model, config, seed, dtype, extra_config, mesh) -> di
     return record
 
 
-def ease_warm_start(
-    split: Split, config: configs.ModelConfig, sources: Sequence[str], *, dtype=jnp.float32
-) -> str | None:
-    """The finished EASE run whose W is the dense learner's warm start, or None.
-
-    That warm start is EASE at C/2 on the training rows (`learners`), an O(n³) solve
-    that dominates the start on a large catalogue (docs/performance.md). A run that
-    records EASE at C/2 on the same data (`split_stats`: counts and file checksums) and
-    dtype, with its `model.npz` and `results.json` written, holds the same W.
-
-    Args:
-      split: the split the adversarial model trains on.
-      config: its configuration (C, warm_start and learner are read).
-      sources: EASE workdirs, or folders whose sub-folders are (a sweep's); searched
-        in order.
-      dtype: the run's dtype.
-
-    Returns:
-      That run's workdir (`learners.load_model` of its `model.npz` gives W), or None
-      when the config has no dense warm start or no source matches.
-    """
-    if not (config.warm_start and config.learner == "dense"):
-        return None
-    ease = dataclasses.replace(config, C=config.C / 2)
-    expected = {
-        k: v
-        for k, v in run_record(split, "ease", ease, dtype=dtype).items()
-        if k in ("dataset", "model", "dtype", "hyperparameters", "data")
-    }
-    for source in sources:
-        if not os.path.isdir(source):
-            raise ConfigError(f"--warm_start_from: {source} is not a folder")
-        subdirs = sorted(os.path.join(source, d) for d in os.listdir(source))
-        for workdir in [source, *subdirs]:
-            files = [os.path.join(workdir, f) for f in ("config.json", "model.npz", "results.json")]
-            if not all(os.path.isfile(f) for f in files):
-                continue
-            try:
-                recorded = io.read_json(files[0])
-            except (OSError, ValueError):
-                continue  # not a run's config.json: not a candidate
-            if not identity.identity_differences(recorded, expected):
-                return workdir
-    return None
-
-
-def _warm_start_loader(workdir: str | None, split: Split):
-    """A function reading `workdir`'s W (checked against the split's items), or None."""
-    if workdir is None:
-        return None
-
-    def load():
-        path = os.path.join(workdir, "model.npz")
-        with np.load(path, allow_pickle=False) as f:
-            if not np.array_equal(f["item_ids"], split.item_ids):
-                raise ConfigError(f"{path}: its item ids are not the split's")
-        try:  # read as the fit leaves W (an aligned buffer the CPU aliases): no copy
-            return ease_host.to_device(ease_host.read_aligned(path, "W"))
-        except (KeyError, ValueError, zipfile.BadZipFile) as e:
-            raise ConfigError(f"{path}: not a W to warm-start from ({e})") from None
-
-    return load
-
-
 def _train_in_workdir(
     split, model, config, workdir, record, seed, dtype, resume, progress, callback,
     checkpoint_every, mesh, warm_start_from, *, start,
@@ -285,7 +220,7 @@ def _train_in_workdir(
     training.check_workdir(
         split, workdir, model=model, config=config, seed=seed, dtype=dtype, resume=resume
     )
-    ease_run = ease_warm_start(split, config, warm_start_from, dtype=dtype)
+    ease_run = warm_start.ease_warm_start(split, config, warm_start_from, dtype=dtype)
     if sharding.is_primary():
         io.write_json(os.path.join(workdir, "config.json"), record)
     result = training.train_adversarial(
@@ -307,7 +242,7 @@ def _train_in_workdir(
         ),
         checkpoint_every=checkpoint_every,
         mesh=mesh,
-        warm_start_w=_warm_start_loader(ease_run, split),
+        warm_start_w=warm_start.loader(ease_run, split),
     )
     w = result.learner
     predict = learners.make_learner(config).predictor("auto")

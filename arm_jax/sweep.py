@@ -186,7 +186,7 @@ def run_sweep(
       seed: every cell's seed.
       dataset: the split's name, checked against finished cells (see `train_cell`).
       warm_start_from: EASE runs each cell may read its warm start from
-        (`experiment.ease_warm_start`: the one at the cell's C/2).
+        (`warm_start.ease_warm_start`: the one at the cell's C/2).
 
     Returns:
       The cell folders, in `cells` order.

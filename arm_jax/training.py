@@ -220,7 +220,7 @@ def train_adversarial(
         last); the best one is written whenever validation NDCG@100 improves.
       mesh: a `sharding.make_mesh` mesh to shard the learner over, or None (one device).
       warm_start_w: returns the dense learner's warm start `[n, n]` in place of the
-        EASE fit at C/2 (`experiment.ease_warm_start` reads that W from an EASE run);
+        EASE fit at C/2 (`warm_start.ease_warm_start` reads that W from an EASE run);
         needs `config.warm_start` and the dense learner; unused when resuming.
 
     Returns:

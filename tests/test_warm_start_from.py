@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _cli_batch import run_cases
 
-from arm_jax import configs, experiment, load_split, run_experiment, sweep, training
+from arm_jax import configs, load_split, run_experiment, sweep, training, warm_start
 from arm_jax.errors import ConfigError
 
 
@@ -67,7 +67,7 @@ def test_the_run_started_from_an_ease_run_is_the_refit_one(split, ease_runs, tmp
 
 
 def test_only_the_ease_run_at_half_c_on_the_same_data_is_taken(split, ease_runs):
-    find = experiment.ease_warm_start
+    find = warm_start.ease_warm_start
     assert find(split, _rlarm(), [str(ease_runs)]) == str(ease_runs / "C=0.01")
     # A workdir itself is a source too.
     assert find(split, _rlarm(C=0.1), [str(ease_runs / "C=0.05")]) == str(ease_runs / "C=0.05")
@@ -85,7 +85,7 @@ def test_an_unfinished_ease_run_is_not_taken(split, ease_runs, tmp_path):
     partial.mkdir()
     for name in ("config.json", "model.npz"):  # results.json not written yet
         os.link(ease_runs / "C=0.01" / name, partial / name)
-    assert experiment.ease_warm_start(split, _rlarm(), [str(partial)]) is None
+    assert warm_start.ease_warm_start(split, _rlarm(), [str(partial)]) is None
 
 
 def test_a_warm_start_w_needs_a_dense_warm_start(split):
